@@ -1,0 +1,152 @@
+"""The built artifact set (items table, heads, projection, two indexes) with its manifest: atomic publish, checked load."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .config import HEADS, REPO_ROOT
+from .errors import VibeError
+from .fsutil import file_digest, remove_tree, write_json
+from .heads import AttributeHeads, load_heads
+from .index import VectorIndex
+from .projection import ProjectionHead, load_projection
+
+FORMAT = "vibe-artifacts-1"
+FILES = ("items.parquet", "clip.faiss", "style.faiss", "heads.safetensors", "projection.safetensors", "metrics.json")
+KEEP_BUILDS = 2  # the current one and the one before it
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def rebuild_hint(workdir: Path, manifest: dict | None = None) -> str:
+    data = (manifest or {}).get("catalog", {}).get("root", "DIR")
+    return f"python -m vibe build --data {data} --workdir {workdir}"
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """One published build, loaded and verified against its manifest."""
+
+    path: Path
+    manifest: dict
+    items: pd.DataFrame  # id, name, path, labels, {head}_code, hash, split, pred_{head}, conf_{head}
+    clip: VectorIndex
+    style: VectorIndex
+    heads: AttributeHeads
+    projection: ProjectionHead
+    metrics: dict
+
+    @property
+    def catalog_root(self) -> Path:
+        return Path(self.manifest["catalog"]["root"])
+
+    @property
+    def backbone(self) -> dict:
+        return self.manifest["backbone"]
+
+    def codes(self, head: str) -> np.ndarray:
+        return self.items[f"{head}_code"].to_numpy()
+
+
+def current_link(workdir: Path) -> Path:
+    return Path(workdir) / "current"
+
+
+def publish(workdir: Path, staging: Path) -> Path:
+    """Move a complete staging folder into builds/ and point `current` at it with one atomic rename."""
+    workdir = Path(workdir)
+    builds = workdir / "builds"
+    builds.mkdir(parents=True, exist_ok=True)
+    final = builds / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    os.replace(staging, final)
+    tmp_link = workdir / f".current.{os.getpid()}"
+    tmp_link.unlink(missing_ok=True)
+    tmp_link.symlink_to(Path("builds") / final.name)
+    os.replace(tmp_link, current_link(workdir))
+    for old in sorted(p for p in builds.iterdir() if p.is_dir())[:-KEEP_BUILDS]:
+        remove_tree(old)
+    return final
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Record size and hash of every file, so a truncated or swapped file is caught at load time."""
+    manifest = dict(manifest, format=FORMAT, code_version=code_version(),
+                    created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    files={name: {"size": (folder / name).stat().st_size, "blake2b": file_digest(folder / name)} for name in FILES})
+    write_json(folder / "manifest.json", manifest)
+
+
+def read_manifest(workdir: Path) -> dict:
+    workdir = Path(workdir)
+    path = current_link(workdir) / "manifest.json"
+    if not path.is_file():
+        raise VibeError(f"No built index in {workdir}: run `{rebuild_hint(workdir)}` first.")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise VibeError(f"The manifest in {workdir} is damaged: run `{rebuild_hint(workdir)}`.") from None
+    if manifest.get("format") != FORMAT:
+        raise VibeError(f"The artifacts in {workdir} were built by another version of vibe (format "
+                        f"{manifest.get('format')!r}, this one reads {FORMAT!r}): run `{rebuild_hint(workdir, manifest)}`.")
+    return manifest
+
+
+def verify_files(folder: Path, manifest: dict, workdir: Path) -> None:
+    for name, meta in manifest["files"].items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != meta["size"] or file_digest(path) != meta["blake2b"]:
+            raise VibeError(f"{path} is missing, truncated or changed since it was built: run `{rebuild_hint(workdir, manifest)}`.")
+
+
+def load_artifacts(workdir: Path, verify: bool = True) -> Artifacts:
+    """Load the current build; every file is checked against the manifest first."""
+    workdir = Path(workdir)
+    manifest = read_manifest(workdir)
+    folder = current_link(workdir).resolve()
+    if verify:
+        verify_files(folder, manifest, workdir)
+    items = pd.read_parquet(folder / "items.parquet")
+    art = Artifacts(path=folder, manifest=manifest, items=items, clip=VectorIndex.load(folder / "clip.faiss"),
+                    style=VectorIndex.load(folder / "style.faiss"), heads=load_heads(folder / "heads.safetensors"),
+                    projection=load_projection(folder / "projection.safetensors"),
+                    metrics=json.loads((folder / "metrics.json").read_text()))
+    if not (len(art.clip) == len(art.style) == len(items) == manifest["n_items"]):
+        raise VibeError(f"The artifacts in {workdir} disagree on the item count: run `{rebuild_hint(workdir, manifest)}`.")
+    if art.heads.vocabs != manifest["vocabs"] or set(art.heads.vocabs) != set(HEADS):
+        raise VibeError(f"The heads in {workdir} do not match its manifest: run `{rebuild_hint(workdir, manifest)}`.")
+    return art
+
+
+def check_backbone(manifest: dict, fingerprint: str, name: str, workdir: Path) -> None:
+    """An index is only meaningful with the encoder that built it."""
+    built = manifest["backbone"]
+    if built["fingerprint"] != fingerprint:
+        raise VibeError(f"The index in {workdir} was built with backbone {built['name']!r} ({built['description']}), "
+                        f"but {name!r} is loaded: run `python -m vibe build --backbone {name} --data "
+                        f"{manifest['catalog']['root']} --workdir {workdir}`, or query with --backbone {built['name']}.")
+
+
+def status(workdir: Path) -> dict:
+    """A cheap summary for the dashboard's Home page: is there a build, when, with what."""
+    try:
+        m = read_manifest(workdir)
+    except VibeError as e:
+        return {"built": False, "message": str(e)}
+    return {"built": True, "created_at": m["created_at"], "backbone": m["backbone"], "n_items": m["n_items"],
+            "catalog": m["catalog"]["root"], "age_s": time.time() - (current_link(workdir) / "manifest.json").stat().st_mtime}

@@ -1,0 +1,170 @@
+"""The command line: build, find, eval, status. User errors end in one line and a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig, default_backbone, default_workdir
+from .errors import VibeError
+
+
+def _catalog_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--data", type=Path, required=required, help="catalogue folder: styles.csv + images/{id}.jpg")
+    p.add_argument("--subset", choices=("all", "train", "holdout"), default="all",
+                   help="a deterministic split by item id: build on 'train', evaluate on 'holdout' (default: all)")
+    p.add_argument("--holdout-fraction", type=float, default=0.2, help="share of items in the holdout subset (default 0.2)")
+    p.add_argument("--limit", type=int, default=None, help="use at most N items (smoke runs)")
+
+
+def _catalog_config(a) -> CatalogConfig:
+    return CatalogConfig(root=a.data, subset=a.subset, holdout_fraction=a.holdout_fraction, limit=a.limit)
+
+
+def _workdir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", type=Path, default=None, help="where artifacts live (default $VIBE_WORKDIR or data/build)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m vibe", description="Find-My-Vibe: FashionCLIP attribute heads, style space and FAISS retrieval.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="catalogue -> embeddings -> heads -> projection -> indexes",
+                       description="Embed a catalogue (only new or changed images), train the five heads and the 256-D projection, build both FAISS indexes, publish atomically.")
+    _catalog_args(b, required=True)
+    b.add_argument("--backbone", default=None, help=f"fashion-clip | tiny-random | a Hugging Face CLIP id | a local folder (default {default_backbone()})")
+    _workdir(b)
+    b.add_argument("--triplets", type=Path, default=None, help="curated anchor,positive,negative CSV (item ids); default: mined from labels")
+    b.add_argument("--min-class-count", type=int, default=10, help="classes rarer than this merge into 'Other' (default 10)")
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    f = sub.add_parser("find", help="predicted attributes and the k best matches for an image",
+                       description="Predict the image's attributes, then return matches: 'same' = the same item (filtered by item type, colour, gender; ranked in the 512-D space); 'combo' = other item types in the same style (256-D space).")
+    f.add_argument("image", type=Path, nargs="?", help="an image file (jpg/png/webp/...)")
+    f.add_argument("--item", type=int, default=None, help="query with a catalogue item id instead of an image")
+    f.add_argument("--mode", choices=("same", "combo"), default="same")
+    f.add_argument("-k", type=int, default=5, help="number of matches (default 5)")
+    f.add_argument("--per-type", type=int, default=2, help="combo mode: at most this many per item type (default 2)")
+    f.add_argument("--backbone", default=None, help="default: the backbone the index was built with")
+    f.add_argument("--json", action="store_true", help="print JSON")
+    _workdir(f)
+
+    e = sub.add_parser("eval", help="score a build on a labelled catalogue it was not trained on",
+                       description="Each item of the labelled catalogue queries the built index. Reports head accuracy and macro-F1, and precision@k of both modes.")
+    _catalog_args(e, required=True)
+    e.add_argument("-k", "--k", dest="k", type=int, default=5)
+    e.add_argument("--backbone", default=None, help="default: the backbone the index was built with")
+    e.add_argument("--json", action="store_true", help="print the scores as JSON")
+    e.add_argument("--batch-size", type=int, default=32)
+    _workdir(e)
+
+    s = sub.add_parser("status", help="what is built in the workdir")
+    _workdir(s)
+    return ap
+
+
+def _progress(quiet: bool = False):
+    from .progress import TqdmProgress
+
+    return TqdmProgress(enabled=not quiet)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _load(workdir: Path, backbone: str | None):
+    from .artifacts import load_artifacts
+    from .backbone import Encoder
+
+    art = load_artifacts(workdir)
+    encoder = Encoder(backbone or art.backbone["name"])
+    _say(f"backbone: {encoder.description}; index built {art.manifest['created_at']} ({art.manifest['n_items']} items)")
+    return art, encoder
+
+
+def cmd_build(a) -> int:
+    from .pipeline import build
+
+    cfg = BuildConfig(catalog=_catalog_config(a), backbone=a.backbone or default_backbone(), workdir=a.workdir or default_workdir(),
+                      batch_size=a.batch_size, seed=a.seed, heads=HeadsConfig(min_class_count=a.min_class_count),
+                      projection=ProjectionConfig(triplets_csv=a.triplets))
+    progress = _progress(a.quiet)
+    result = build(cfg, progress=progress, log=_say)
+    progress.close()
+    print("\n".join(result.lines()))
+    return 0
+
+
+def cmd_find(a) -> int:
+    from .retrieve import Matcher
+
+    if (a.image is None) == (a.item is None):
+        raise VibeError("Give an image file or --item ID (one of them).")
+    if a.image is not None:
+        from .images import load_image
+
+        load_image(a.image)  # a bad file fails here, before the model loads
+    art, encoder = _load(a.workdir or default_workdir(), a.backbone)
+    res = Matcher(art, encoder).find(a.image, item_id=a.item, mode=a.mode, k=a.k, per_type=a.per_type)
+    if a.json:
+        print(json.dumps(res.to_dict(), indent=2))
+        return 0
+    print("predicted attributes:")
+    for head, p in res.predictions.items():
+        print(f"  {head:<10} {p.label:<16} {p.confidence:.2f}")
+    relaxed = f"; relaxed: {', '.join(res.relaxed)}" if res.relaxed else ""
+    print(f"{res.mode} mode, filters: {', '.join(f'{h}={v}' for h, v in res.filters.items()) or 'none'}{relaxed}")
+    for i, m in enumerate(res.matches, 1):
+        labels = " / ".join(v or "?" for v in m.labels.values())
+        print(f"{i:>3}. {m.id:<8} {m.score:.3f}  {m.name}  [{labels}]")
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from .catalog import load_catalog
+    from .evaluate import evaluate
+
+    workdir = a.workdir or default_workdir()
+    art, encoder = _load(workdir, a.backbone)
+    catalog = load_catalog(_catalog_config(a))
+    for line in catalog.report.lines():
+        _say(line)
+    progress = _progress(a.json)
+    scores, extra = evaluate(art, encoder, catalog, workdir, k=a.k, batch_size=a.batch_size, progress=progress)
+    progress.close()
+    if extra["overlap_with_build"]:
+        _say(f"warning: {extra['overlap_with_build']} of the {scores['n_queries']} query items are also in the built index: "
+             "scores are optimistic (build with --subset train, evaluate with --subset holdout).")
+    if a.json:
+        print(json.dumps(scores))
+        return 0
+    print(f"{scores['n_queries']} queries")
+    for h, m in scores["heads"].items():
+        print(f"  {h:<10} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}")
+    for mode, r in scores["retrieval"].items():
+        print(f"  {mode:<6} precision@{r['k']} {r['precision']:.3f}")
+    return 0
+
+
+def cmd_status(a) -> int:
+    from .artifacts import status
+
+    st = status(a.workdir or default_workdir())
+    print(json.dumps(st, indent=2, default=str))
+    return 0 if st["built"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        return {"build": cmd_build, "find": cmd_find, "eval": cmd_eval, "status": cmd_status}[a.command](a)
+    except VibeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the previous artifacts are untouched.", file=sys.stderr)
+        return 130

@@ -1,0 +1,106 @@
+"""Typed configuration: dataclasses with defaults and validation. The CLI and env vars only fill them."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import VibeError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = REPO_ROOT / "data" / "sample"
+DEFAULT_BACKBONE = "fashion-clip"
+
+# attribute name in vibe -> column in a Kaggle "Fashion Product Images" styles.csv
+ATTRIBUTES: dict[str, str] = {
+    "item_type": "articleType",
+    "gender": "gender",
+    "colour": "baseColour",
+    "season": "season",
+    "style": "usage",
+}
+HEADS = tuple(ATTRIBUTES)
+OTHER = "Other"
+
+
+def default_workdir() -> Path:
+    """Where built artifacts live: $VIBE_WORKDIR, else data/build in the repo (git-ignored)."""
+    return Path(os.environ.get("VIBE_WORKDIR") or REPO_ROOT / "data" / "build")
+
+
+def default_backbone() -> str:
+    return os.environ.get("VIBE_BACKBONE") or DEFAULT_BACKBONE
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise VibeError(message)
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """Which catalogue to read and which part of it."""
+
+    root: Path = SAMPLE_DATA
+    subset: str = "all"  # all | train | holdout: a deterministic split by item id
+    holdout_fraction: float = 0.2
+    limit: int | None = None  # keep at most this many items (smoke runs)
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+        _check(self.subset in ("all", "train", "holdout"), f"subset must be all, train or holdout, not {self.subset!r}.")
+        _check(0.0 < self.holdout_fraction < 1.0, "holdout_fraction must be between 0 and 1.")
+        _check(self.limit is None or self.limit > 0, "limit must be positive.")
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """The five linear attribute heads on frozen embeddings."""
+
+    min_class_count: int = 10  # rarer classes merge into "Other"
+    heldout_fraction: float = 0.2  # stratified split kept out of training, for the reported metrics
+    val_fraction: float = 0.1  # of the training part, for early stopping
+    epochs: int = 300
+    patience: int = 15
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 512
+
+    def __post_init__(self):
+        _check(self.min_class_count >= 1, "min_class_count must be at least 1.")
+        _check(0.0 < self.heldout_fraction < 0.9, "heldout_fraction must be between 0 and 0.9.")
+        _check(self.epochs > 0 and self.patience > 0, "epochs and patience must be positive.")
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    """The 256-D style projection trained with a triplet loss."""
+
+    dim: int = 256
+    epochs: int = 15
+    margin: float = 0.2
+    lr: float = 1e-3
+    batch_size: int = 256
+    triplets_per_anchor: int = 4
+    triplets_csv: Path | None = None  # curated anchor,positive,negative; else mined from labels
+
+    def __post_init__(self):
+        _check(self.dim > 0 and self.epochs > 0, "projection dim and epochs must be positive.")
+        _check(self.margin > 0, "triplet margin must be positive.")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything `vibe.pipeline.build` needs."""
+
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    backbone: str = field(default_factory=default_backbone)
+    workdir: Path = field(default_factory=default_workdir)
+    batch_size: int = 32
+    seed: int = 0
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+
+    def __post_init__(self):
+        object.__setattr__(self, "workdir", Path(self.workdir))
+        _check(self.batch_size > 0, "batch_size must be positive.")

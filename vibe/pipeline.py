@@ -1,0 +1,172 @@
+"""Build or rebuild everything: catalogue -> embeddings -> heads -> projection -> indexes, published atomically."""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from filelock import FileLock, Timeout
+
+from .artifacts import current_link, publish, write_manifest
+from .backbone import Encoder
+from .catalog import Catalog, load_catalog
+from .config import HEADS, BuildConfig
+from .errors import VibeError
+from .fsutil import remove_tree, write_json
+from .heads import build_vocabularies, encode_labels, evaluate_head, save_heads, stratified_split, train_heads
+from .index import VectorIndex
+from .progress import Progress, silent
+from .projection import mine_triplets, read_triplets_csv, save_projection, train_projection
+from .store import EmbeddingStore, embed_files
+
+
+@dataclass
+class BuildResult:
+    """What a build did, for the CLI summary and the dashboard."""
+
+    path: Path
+    n_items: int
+    backbone: dict
+    catalog_report: dict
+    embedded: int  # images run through the backbone this time
+    reused: int  # taken from the embedding cache
+    failed: list[tuple[int, str]]  # images that could not be read: skipped
+    added: int  # items not in the previous build
+    removed: int  # items of the previous build that are gone
+    changed: int  # items whose image bytes changed
+    timings: dict[str, float] = field(default_factory=dict)
+    heldout: dict[str, dict] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        t = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
+        out = [f"built {self.n_items} items with {self.backbone['description']} -> {self.path}",
+               f"  embedded {self.embedded} images, reused {self.reused} from the cache; "
+               f"vs previous build: {self.added} added, {self.removed} removed, {self.changed} changed"]
+        if self.failed:
+            out.append(f"  skipped {len(self.failed)} unreadable images: " + "; ".join(m for _, m in self.failed[:3])
+                       + (" ..." if len(self.failed) > 3 else ""))
+        out.append("  held-out accuracy: " + ", ".join(f"{h} {m['accuracy']:.3f}" for h, m in self.heldout.items()))
+        out.append(f"  timings: {t}")
+        return out
+
+
+@contextmanager
+def build_lock(workdir: Path) -> Iterator[None]:
+    """One build per workdir. The OS drops the lock when its holder dies, so a killed build never blocks the next."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(workdir / "build.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise VibeError(f"Another build is already running in {workdir}; wait for it to finish (the current artifacts keep answering).") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _previous_items(workdir: Path) -> pd.DataFrame | None:
+    path = current_link(workdir) / "items.parquet"
+    try:
+        return pd.read_parquet(path, columns=["id", "hash"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None = None,
+          log=lambda line: None) -> BuildResult:
+    """The one build path, used by `python -m vibe build` and the dashboard's Rebuild page."""
+    workdir = cfg.workdir
+    timings: dict[str, float] = {}
+    with build_lock(workdir):
+        t0 = time.perf_counter()
+        catalog = load_catalog(cfg.catalog)
+        for line in catalog.report.lines():
+            log(line)
+        timings["catalogue"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        if encoder is None:
+            encoder = Encoder(cfg.backbone)
+        log(f"backbone: {encoder.description} [fingerprint {encoder.fingerprint}]")
+        timings["backbone"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        store = EmbeddingStore(workdir / "cache", encoder.fingerprint, encoder.dim)
+        paths = [catalog.root / p for p in catalog.items["path"]]
+        emb, hashes, stats = embed_files(encoder, paths, store, cfg.batch_size, progress)
+        ok = ~np.isnan(emb).any(axis=1)
+        items = catalog.items.assign(hash=hashes)[ok].reset_index(drop=True)
+        emb = emb[ok]
+        if len(items) < 10:
+            raise VibeError(f"Only {len(items)} readable images in {catalog.root}: a build needs at least 10.")
+        timings["embed"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        vocabs = build_vocabularies(items, cfg.heads.min_class_count)
+        codes = encode_labels(items, vocabs)
+        keep, held = stratified_split(codes["item_type"], cfg.heads.heldout_fraction, cfg.seed)
+        heads, head_info = train_heads(emb[keep], {h: c[keep] for h, c in codes.items()}, vocabs, cfg.heads, cfg.seed, progress)
+        probs = heads.predict_proba(emb)
+        pred = {h: p.argmax(1) for h, p in probs.items()}
+        metrics = {"split": "heldout", "n_heldout": int(len(held)), "heads": {
+            h: evaluate_head(codes[h][held], pred[h][held], vocabs[h]) for h in HEADS}}
+        timings["heads"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(cfg.seed)
+        if cfg.projection.triplets_csv:
+            fixed = read_triplets_csv(cfg.projection.triplets_csv, items, catalog.root)
+            log(f"triplets: {len(fixed)} curated from {cfg.projection.triplets_csv}")
+            sample = lambda epoch: fixed[rng.permutation(len(fixed))]  # noqa: E731
+        else:
+            sample = lambda epoch: mine_triplets(codes, keep, vocabs["gender"], cfg.projection.triplets_per_anchor, rng)  # noqa: E731
+        projection, proj_info = train_projection(emb, sample, cfg.projection, cfg.seed, progress)
+        style = projection.project(emb)
+        timings["projection"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        previous = _previous_items(workdir)
+        split = np.full(len(items), "train", dtype=object)
+        split[held] = "heldout"
+        table = items.assign(**{f"{h}_code": codes[h] for h in HEADS}, **{f"pred_{h}": pred[h] for h in HEADS},
+                            **{f"conf_{h}": probs[h].max(1).astype(np.float32) for h in HEADS}, split=split)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=workdir))
+        try:
+            table.to_parquet(staging / "items.parquet", index=False)
+            VectorIndex.build(emb).save(staging / "clip.faiss")
+            VectorIndex.build(style).save(staging / "style.faiss")
+            save_heads(staging / "heads.safetensors", heads)
+            save_projection(staging / "projection.safetensors", projection)
+            write_json(staging / "metrics.json", metrics)
+            timings["index"] = time.perf_counter() - t0
+            write_manifest(staging, {
+                "backbone": encoder.info(), "n_items": int(len(table)), "dims": {"clip": int(emb.shape[1]), "style": int(style.shape[1])},
+                "vocabs": vocabs, "catalog": {"root": str(catalog.root.resolve()), "report": catalog.report.to_dict()},
+                "config": json.loads(json.dumps(asdict(cfg), default=str)), "training": {"heads": head_info, "projection": proj_info},
+                "embedding": {"embedded": stats.embedded, "reused": stats.reused, "failed": stats.failed},
+                "timings": timings,
+            })
+            final = publish(workdir, staging)
+        except BaseException:
+            remove_tree(staging)
+            raise
+    added = removed = changed = len(table)
+    if previous is not None:
+        old = dict(zip(previous["id"], previous["hash"]))
+        new = dict(zip(table["id"], table["hash"]))
+        added = sum(i not in old for i in new)
+        removed = sum(i not in new for i in old)
+        changed = sum(i in old and old[i] != h for i, h in new.items())
+    else:
+        removed = changed = 0
+    return BuildResult(path=final, n_items=len(table), backbone=encoder.info(), catalog_report=catalog.report.to_dict(),
+                       embedded=stats.embedded, reused=stats.reused, failed=[(int(catalog.items["id"].iat[r]), m) for r, m in stats.failed],
+                       added=added, removed=removed, changed=changed, timings=timings,
+                       heldout={h: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]} for h, m in metrics["heads"].items()})

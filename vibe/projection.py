@@ -1,0 +1,146 @@
+"""The 256-D style projection head, trained with a triplet loss on triplets mined from labels or read from a curated CSV."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .backbone import l2_normalize
+from .config import ProjectionConfig
+from .errors import VibeError
+from .fsutil import atomic_path
+from .progress import Progress, silent
+
+UNISEX = "Unisex"
+
+
+class ProjectionHead(torch.nn.Module):
+    """dim -> hidden -> out, L2-normalised: a style space where complementary items sit close."""
+
+    def __init__(self, dim_in: int, dim_out: int = 256, hidden: int = 512):
+        super().__init__()
+        self.dim_in, self.dim_out, self.hidden = dim_in, dim_out, hidden
+        self.net = torch.nn.Sequential(torch.nn.Linear(dim_in, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, dim_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return l2_normalize(self.net(x))
+
+    @torch.inference_mode()
+    def project(self, emb: np.ndarray) -> np.ndarray:
+        return self(torch.from_numpy(np.asarray(emb, dtype=np.float32))).numpy()
+
+
+def gender_compatible(a: np.ndarray, b: np.ndarray, unisex: int) -> np.ndarray:
+    """Same gender, or either side Unisex or unknown (-1)."""
+    return (a == b) | (a == unisex) | (b == unisex) | (a < 0) | (b < 0)
+
+
+def mine_triplets(codes: dict[str, np.ndarray], rows: np.ndarray, gender_vocab: list[str], per_anchor: int,
+                  rng: np.random.Generator, tries: int = 32) -> np.ndarray:
+    """(m, 3) row triplets: positive = same style, compatible gender, other item type; negative = another style."""
+    style, item, gender = codes["style"][rows], codes["item_type"][rows], codes["gender"][rows]
+    unisex = gender_vocab.index(UNISEX) if UNISEX in gender_vocab else -2
+    out = []
+    for s in np.unique(style[style >= 0]):
+        members = np.flatnonzero(style == s)
+        others = np.flatnonzero((style != s) & (style >= 0))
+        if len(members) < 2 or not len(others):
+            continue
+        anchors = np.repeat(members, per_anchor)
+        cand = rng.choice(members, size=(len(anchors), tries))
+        ok = (item[cand] != item[anchors, None]) & gender_compatible(gender[cand], gender[anchors, None], unisex)
+        found = ok.any(axis=1)
+        pos = cand[np.arange(len(anchors)), ok.argmax(axis=1)]
+        neg = rng.choice(others, size=len(anchors))
+        out.append(np.stack([anchors[found], pos[found], neg[found]], axis=1))
+    if not out:
+        return np.zeros((0, 3), dtype=np.int64)
+    return rows[np.concatenate(out)]
+
+
+def read_triplets_csv(path: Path, items: pd.DataFrame, root: Path) -> np.ndarray:
+    """Curated `anchor,positive,negative` (item ids, or image paths inside the catalogue) -> row triplets; bad rows are listed."""
+    path = Path(path)
+    if not path.is_file():
+        raise VibeError(f"No triplets CSV at {path}.")
+    row_of_id = {int(i): r for r, i in enumerate(items["id"])}
+    row_of_path = {p: r for r, p in enumerate(items["path"])}
+    root = Path(root).resolve()
+
+    def resolve(value: str) -> int | None:
+        value = value.strip()
+        if value.isdigit():
+            return row_of_id.get(int(value))
+        candidate = (root / value).resolve()
+        if not candidate.is_relative_to(root):
+            return None  # never look outside the catalogue folder
+        return row_of_path.get(candidate.relative_to(root).as_posix())
+
+    triplets, bad = [], []
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"anchor", "positive", "negative"} <= {h.strip() for h in reader.fieldnames}:
+            raise VibeError(f"{path} needs the columns anchor,positive,negative.")
+        for line, rec in enumerate(reader, start=2):
+            rec = {k.strip(): (v or "") for k, v in rec.items() if k}
+            rows = [resolve(rec[c]) for c in ("anchor", "positive", "negative")]
+            if None in rows:
+                bad.append(f"line {line}: {', '.join(rec[c] for c in ('anchor', 'positive', 'negative'))}")
+            else:
+                triplets.append(rows)
+    if bad:
+        shown = "; ".join(bad[:10]) + (f" (+{len(bad) - 10} more)" if len(bad) > 10 else "")
+        raise VibeError(f"{path}: {len(bad)} rows name items that are not in the catalogue (or lie outside it): {shown}.")
+    if not triplets:
+        raise VibeError(f"{path} holds no triplets.")
+    return np.asarray(triplets, dtype=np.int64)
+
+
+def train_projection(emb: np.ndarray, sample_triplets: Callable[[int], np.ndarray], cfg: ProjectionConfig,
+                     seed: int = 0, progress: Progress = silent) -> tuple[ProjectionHead, dict]:
+    """Train with `torch.nn.TripletMarginLoss`; `sample_triplets(epoch)` gives that epoch's (m, 3) row triplets."""
+    torch.manual_seed(seed)
+    x = torch.from_numpy(emb.astype(np.float32))
+    head = ProjectionHead(emb.shape[1], cfg.dim)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr)
+    loss_fn = torch.nn.TripletMarginLoss(margin=cfg.margin)
+    losses = []
+    for epoch in range(cfg.epochs):
+        trip = torch.from_numpy(sample_triplets(epoch))
+        if not len(trip):
+            raise VibeError("No triplets could be mined: the catalogue needs at least two styles with several item types.")
+        head.train()
+        total = 0.0
+        for start in range(0, len(trip), cfg.batch_size):
+            a, p, n = trip[start:start + cfg.batch_size].T
+            opt.zero_grad()
+            loss = loss_fn(head(x[a]), head(x[p]), head(x[n]))
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(a)
+        losses.append(total / len(trip))
+        progress("projection", epoch + 1, cfg.epochs)
+    return head.eval(), {"epochs": cfg.epochs, "loss": losses}
+
+
+def save_projection(path: Path, head: ProjectionHead) -> None:
+    meta = {"dim_in": str(head.dim_in), "dim_out": str(head.dim_out), "hidden": str(head.hidden), "format": "vibe-projection-1"}
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp), metadata=meta)
+
+
+def load_projection(path: Path) -> ProjectionHead:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        head = ProjectionHead(int(meta["dim_in"]), int(meta["dim_out"]), int(meta["hidden"]))
+        head.load_state_dict(load_file(str(path)))
+    except Exception as e:  # noqa: BLE001 - any failure means this is not a projection checkpoint we wrote
+        raise VibeError(f"{path} is not a valid projection checkpoint ({type(e).__name__}); rebuild with `python -m vibe build`.") from None
+    return head.eval()

@@ -1,0 +1,114 @@
+"""Backbone names -> loaders: fashion-clip (default), any Hugging Face CLIP id or saved folder, and tiny-random for tests."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .backbone import ALIASES, FASHION_CLIP_ID, BackboneParts, Preprocess
+from .errors import VibeError
+
+# Deterministic and tiny: runs the real CLIP code path in milliseconds. Its embeddings mean nothing.
+TINY_CLIP = {
+    "text_config": {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2,
+                    "vocab_size": 99, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
+    "vision_config": {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2,
+                      "image_size": 32, "patch_size": 8},
+    "projection_dim": 512,
+}
+TINY_PREPROCESS = {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}}
+
+
+def _quiet_transformers():
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def tiny_clip_model(seed: int = 0):
+    """A randomly initialised CLIP of the real architecture, small enough for tests (not saved anywhere)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    _quiet_transformers()
+    torch.manual_seed(seed)
+    return CLIPModel(CLIPConfig(**TINY_CLIP))
+
+
+def _clip_parts(name: str, kind: str, source: str, description: str, model, processor_cfg: dict) -> BackboneParts:
+    def forward(pixels: torch.Tensor) -> torch.Tensor:
+        out = model.get_image_features(pixel_values=pixels)
+        # transformers 5 returns an output object whose pooler_output is the projected embedding
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    config = model.config.to_dict()
+    config = {k: v for k, v in config.items() if k not in ("_name_or_path", "transformers_version", "architectures")}
+    return BackboneParts(name=name, kind=kind, source=source, description=description, model=model, forward=forward,
+                         preprocess=Preprocess.from_processor_config(processor_cfg), dim=int(model.config.projection_dim),
+                         config=config)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check of the Hugging Face endpoint, so an offline machine fails in seconds, not after retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_clip(source: str | Path, name: str | None = None, local_only: bool = False) -> BackboneParts:
+    """Load a CLIP with transformers `CLIPModel.from_pretrained` from a Hugging Face id or a `save_pretrained` folder."""
+    from transformers import CLIPModel
+    from transformers.utils import cached_file
+
+    _quiet_transformers()
+    source = str(source)
+    name = name or source
+    is_dir = Path(source).is_dir()
+    attempts = [True] if (is_dir or local_only) else [True, False]
+    model = None
+    for offline in attempts:
+        if not offline and not hub_reachable():
+            break
+        try:
+            model = CLIPModel.from_pretrained(source, local_files_only=offline)
+            processor_file = cached_file(source, "preprocessor_config.json", local_files_only=offline,
+                                         _raise_exceptions_for_missing_entries=False)
+            processor_cfg = json.loads(Path(processor_file).read_text()) if processor_file else {}
+            break
+        except (OSError, ValueError):  # hub unreachable, not cached, or not a CLIP checkpoint
+            model = None
+    if model is None:
+        where = f"the folder {source}" if is_dir else f"{source} (not in the local Hugging Face cache, and the hub did not answer)"
+        raise VibeError(f"Could not load a CLIP model from {where}. "
+                        "Download it on a connected machine (huggingface-cli download patrickjohncyh/fashion-clip) "
+                        "or pass --backbone with a local folder saved by save_pretrained.")
+    if source == FASHION_CLIP_ID:
+        description = f"FashionCLIP ({FASHION_CLIP_ID})"
+    else:
+        description = f"CLIP from {source}"
+    return _clip_parts(name, "clip", source, description, model.eval(), processor_cfg)
+
+
+def load_parts(name: str) -> BackboneParts:
+    """Resolve a backbone name: fashion-clip, tiny-random, a local folder, or a Hugging Face CLIP id."""
+    if name == "tiny-random":
+        return _clip_parts("tiny-random", "tiny-random", "built from a config, seed 0",
+                           "tiny random CLIP (test backbone: its matches mean nothing)", tiny_clip_model(), TINY_PREPROCESS)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return load_clip(path, name=str(path))
+        raise VibeError(f"{path} is a folder but holds no config.json: save a CLIP there with save_pretrained.")
+    if name.startswith((".", "/", "~")):
+        raise VibeError(f"Backbone folder {name} does not exist.")
+    return load_clip(ALIASES.get(name, name), name=name)
