@@ -42,9 +42,8 @@ class Preprocess:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         w, h = image.size
-        scale = self.size / min(w, h)
-        # round like transformers' get_resize_output_image_size does
-        nw, nh = max(self.size, int(round(w * scale))), max(self.size, int(round(h * scale)))
+        # the long side is floored, as transformers' get_resize_output_image_size does
+        nw, nh = (self.size, int(self.size * h / w)) if w <= h else (int(self.size * w / h), self.size)
         if (nw, nh) != (w, h):
             image = image.resize((nw, nh), resample=self.resample)
         left, top = (nw - self.crop) // 2, (nh - self.crop) // 2

@@ -37,6 +37,8 @@ def parser() -> argparse.ArgumentParser:
     _workdir(b)
     b.add_argument("--triplets", type=Path, default=None, help="curated anchor,positive,negative CSV (item ids); default: mined from labels")
     b.add_argument("--min-class-count", type=int, default=10, help="classes rarer than this merge into 'Other' (default 10)")
+    b.add_argument("--head-epochs", type=int, default=HeadsConfig.epochs, help=f"max epochs of the heads (early stopping; default {HeadsConfig.epochs})")
+    b.add_argument("--projection-epochs", type=int, default=ProjectionConfig.epochs, help=f"default {ProjectionConfig.epochs}")
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -90,8 +92,8 @@ def cmd_build(a) -> int:
     from .pipeline import build
 
     cfg = BuildConfig(catalog=_catalog_config(a), backbone=a.backbone or default_backbone(), workdir=a.workdir or default_workdir(),
-                      batch_size=a.batch_size, seed=a.seed, heads=HeadsConfig(min_class_count=a.min_class_count),
-                      projection=ProjectionConfig(triplets_csv=a.triplets))
+                      batch_size=a.batch_size, seed=a.seed, heads=HeadsConfig(min_class_count=a.min_class_count, epochs=a.head_epochs),
+                      projection=ProjectionConfig(triplets_csv=a.triplets, epochs=a.projection_epochs))
     progress = _progress(a.quiet)
     result = build(cfg, progress=progress, log=_say)
     progress.close()

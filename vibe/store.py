@@ -1,6 +1,7 @@
 """Embedding cache keyed by backbone fingerprint + image content hash, so a rebuild embeds only new or changed images."""
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -30,7 +31,7 @@ class EmbeddingStore:
             try:
                 with np.load(shard, allow_pickle=False) as z:
                     keys, emb = z["keys"], z["emb"]
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
                 shard.unlink(missing_ok=True)  # a damaged shard is only a cache miss
                 continue
             if emb.ndim != 2 or emb.shape[1] != dim:

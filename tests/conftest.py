@@ -1,0 +1,78 @@
+"""Shared fixtures: a tiny random CLIP saved to disk, real catalogues (shared set or the shipped sample), a built workdir."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data" / "fashion-small"
+SAMPLE = REPO / "data" / "sample"
+
+requires_shared = pytest.mark.skipif(not (SHARED / "styles.csv").is_file(),
+                                     reason="../shared/data/fashion-small is absent (a fresh clone without the shared data set)")
+
+
+def real_catalog_root() -> Path:
+    """The biggest real catalogue available: the shared set, else the sample that ships in data/sample."""
+    if (SHARED / "styles.csv").is_file():
+        return SHARED
+    if (SAMPLE / "styles.csv").is_file():
+        return SAMPLE
+    pytest.skip("no real catalogue: neither ../shared/data/fashion-small nor data/sample is present")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A tiny random CLIP + its image processor, saved with save_pretrained so from_pretrained runs for real."""
+    from transformers import CLIPImageProcessor
+
+    from vibe.registry import TINY_PREPROCESS, tiny_clip_model
+
+    out = tmp_path_factory.mktemp("tiny-clip")
+    tiny_clip_model(seed=1).save_pretrained(out)
+    CLIPImageProcessor(**TINY_PREPROCESS).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_catalog(tmp_path_factory) -> Path:
+    """A real 300-item catalogue copied into a temp folder (safe to modify), with the real styles.csv rows."""
+    from vibe.catalog import load_catalog
+
+    src = real_catalog_root()
+    cat = load_catalog(src)
+    items = cat.items.iloc[::max(1, len(cat.items) // 300)].head(300)
+    out = tmp_path_factory.mktemp("catalog")
+    (out / "images").mkdir()
+    for p in items["path"]:
+        shutil.copy(src / p, out / p)
+    keep = set(items["id"].astype(str))
+    lines = (src / "styles.csv").read_text(encoding="utf-8").splitlines()
+    body = [ln for ln in lines[1:] if ln.split(",", 1)[0] in keep]
+    (out / "styles.csv").write_text("\n".join([lines[0], *body]) + "\n", encoding="utf-8")
+    return out
+
+
+def fast_build_config(data: Path, workdir: Path, **catalog):
+    from vibe.config import BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig
+
+    return BuildConfig(catalog=CatalogConfig(root=data, **catalog), backbone="tiny-random", workdir=workdir,
+                       heads=HeadsConfig(epochs=40, patience=5, min_class_count=5), projection=ProjectionConfig(epochs=2))
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, small_catalog):
+    """A workdir built on the small real catalogue with the tiny backbone: (workdir, BuildResult)."""
+    from vibe.pipeline import build
+
+    workdir = tmp_path_factory.mktemp("work")
+    return workdir, build(fast_build_config(small_catalog, workdir))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    from vibe.backbone import Encoder
+
+    return Encoder("tiny-random")

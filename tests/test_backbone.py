@@ -1,0 +1,82 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import real_catalog_root
+from vibe import Encoder
+from vibe.backbone import FASHION_CLIP_ID
+from vibe.errors import VibeError
+from vibe.images import ImageError
+
+
+def _some_images(n=6):
+    root = real_catalog_root()
+    return sorted((root / "images").iterdir())[:n]
+
+
+def test_local_clip_folder_loads_through_from_pretrained(tiny_clip_dir):
+    enc = Encoder(str(tiny_clip_dir))
+    assert enc.kind == "clip" and enc.dim == 512
+    assert enc.source == str(tiny_clip_dir)
+    assert enc.preprocess.crop == 32  # read from the saved preprocessor_config.json
+    emb = enc.encode_images(_some_images(), batch_size=4)
+    assert emb.shape == (6, 512) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+
+
+def test_fingerprint_follows_the_weights(tiny_clip_dir):
+    a, b = Encoder(str(tiny_clip_dir)), Encoder("tiny-random")  # same architecture, different seed
+    assert a.fingerprint != b.fingerprint
+    assert Encoder(str(tiny_clip_dir)).fingerprint == a.fingerprint
+
+
+def test_preprocessing_matches_the_transformers_image_processor(tiny_clip_dir):
+    from transformers import CLIPImageProcessor
+
+    enc = Encoder(str(tiny_clip_dir))
+    processor = CLIPImageProcessor.from_pretrained(tiny_clip_dir)
+    im = Image.open(_some_images(1)[0]).convert("RGB").resize((60, 80))
+    ours = enc.preprocess(im).numpy()
+    theirs = processor(images=[im], return_tensors="pt")["pixel_values"][0].numpy()
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() < 0.05  # same resize/crop/normalise up to resampling rounding
+
+
+def test_paths_bytes_and_pil_images_embed_identically(tiny_encoder):
+    path = _some_images(1)[0]
+    data = path.read_bytes()
+    by_path, by_bytes, by_pil = tiny_encoder.encode_images([path, data, Image.open(io.BytesIO(data))])
+    np.testing.assert_allclose(by_path, by_bytes, atol=1e-6)
+    np.testing.assert_allclose(by_path, by_pil, atol=1e-6)
+    np.testing.assert_allclose(tiny_encoder.encode_image(path), by_path, atol=1e-5)
+
+
+def test_batching_does_not_change_embeddings(tiny_encoder):
+    imgs = _some_images(7)
+    np.testing.assert_allclose(tiny_encoder.encode_images(imgs, batch_size=3), tiny_encoder.encode_images(imgs, batch_size=7), atol=1e-5)
+
+
+def test_bad_image_raises_one_clear_error_or_is_reported(tiny_encoder, tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is not a photo")
+    with pytest.raises(ImageError, match="not an image"):
+        tiny_encoder.encode_images([bad])
+    errors = []
+    emb = tiny_encoder.encode_images([_some_images(1)[0], bad], on_error=lambda i, e: errors.append(i))
+    assert errors == [1] and np.isnan(emb[1]).all() and not np.isnan(emb[0]).any()
+
+
+def test_fashion_clip_is_the_default_and_fails_clearly_offline(monkeypatch):
+    import inspect
+
+    assert inspect.signature(Encoder).parameters["name"].default == "fashion-clip"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(VibeError, match=FASHION_CLIP_ID):
+        Encoder("fashion-clip")
+
+
+def test_a_folder_without_config_is_a_clear_error(tmp_path):
+    with pytest.raises(VibeError, match="no config.json"):
+        Encoder(str(tmp_path))

@@ -1,0 +1,80 @@
+"""The CLI end to end on real images with the tiny backbone: build -> find (both modes) -> eval, and its errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from vibe.catalog import load_catalog
+from vibe.cli import main
+from vibe.config import CatalogConfig, HEADS
+
+FAST = ["--backbone", "tiny-random", "--head-epochs", "30", "--projection-epochs", "2", "--min-class-count", "3", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def cli_built(small_catalog, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cli")
+    assert main(["build", "--data", str(small_catalog), "--subset", "train", "--workdir", str(workdir), *FAST]) == 0
+    return workdir
+
+
+def test_build_find_eval(cli_built, small_catalog, capsys):
+    capsys.readouterr()
+    outside = load_catalog(CatalogConfig(root=small_catalog, subset="holdout"))
+    image = small_catalog / outside.items["path"].iat[0]
+    for mode in ("same", "combo"):
+        assert main(["find", str(image), "--mode", mode, "-k", "4", "--json", "--workdir", str(cli_built)]) == 0
+        res = json.loads(capsys.readouterr().out)
+        assert res["mode"] == mode and len(res["matches"]) == 4
+        assert set(res["predictions"]) == set(HEADS)
+        assert all({"id", "name", "labels", "score"} <= set(m) for m in res["matches"])
+        assert 0 <= res["predictions"]["item_type"]["confidence"] <= 1
+    assert main(["find", str(image), "--workdir", str(cli_built)]) == 0
+    text = capsys.readouterr().out
+    assert "predicted attributes:" in text and "same mode, filters:" in text and text.count("\n") >= 10
+
+    assert main(["eval", "--data", str(small_catalog), "--subset", "holdout", "--k", "3", "--json", "--workdir", str(cli_built)]) == 0
+    captured = capsys.readouterr()
+    scores = json.loads(captured.out)
+    assert set(scores) == {"n_queries", "heads", "retrieval"}
+    assert scores["n_queries"] == len(outside)
+    assert set(scores["heads"]) == set(HEADS)
+    assert all(set(m) == {"accuracy", "macro_f1"} and 0 <= m["accuracy"] <= 1 for m in scores["heads"].values())
+    assert set(scores["retrieval"]) == {"same", "combo"}
+    assert all(r["k"] == 3 and 0 <= r["precision"] <= 1 for r in scores["retrieval"].values())
+    assert "are also in the built index" not in captured.err
+
+
+def test_a_rebuild_embeds_nothing_new(cli_built, small_catalog, capsys):
+    capsys.readouterr()
+    assert main(["build", "--data", str(small_catalog), "--subset", "train", "--workdir", str(cli_built), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "embedded 0 images" in out and "0 added, 0 removed, 0 changed" in out
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "vibe", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_user_errors_are_one_line_without_traceback(cli_built, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    cases = [
+        ("find", str(tmp_path / "missing.jpg"), "--workdir", str(cli_built)),
+        ("find", str(tmp_path / "notes.txt"), "--workdir", str(cli_built)),
+        ("find", "--item", "1", "--workdir", str(tmp_path / "nothing-built")),
+        ("build", "--data", str(tmp_path / "no-such-folder"), "--backbone", "tiny-random", "--workdir", str(tmp_path / "w")),
+    ]
+    for args in cases:
+        r = _run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1, r.stderr
+
+
+def test_every_command_has_help():
+    for cmd in ("build", "find", "eval", "status"):
+        r = _run(cmd, "--help")
+        assert r.returncode == 0 and "usage:" in r.stdout

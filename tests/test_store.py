@@ -1,0 +1,50 @@
+import numpy as np
+
+from conftest import real_catalog_root
+from vibe.store import EmbeddingStore, embed_files
+
+
+def test_second_pass_embeds_nothing_and_changed_images_are_re_embedded(tiny_encoder, tmp_path):
+    src = sorted((real_catalog_root() / "images").iterdir())[:12]
+    paths = []
+    for p in src:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+        paths.append(tmp_path / p.name)
+    store = EmbeddingStore(tmp_path / "cache", tiny_encoder.fingerprint, tiny_encoder.dim)
+    first, hashes, stats = embed_files(tiny_encoder, paths, store)
+    assert stats.embedded == 12 and stats.reused == 0 and not stats.failed
+
+    reopened = EmbeddingStore(tmp_path / "cache", tiny_encoder.fingerprint, tiny_encoder.dim)
+    calls = []
+    original = tiny_encoder.embed_pixels
+    tiny_encoder.embed_pixels = lambda px: calls.append(len(px)) or original(px)
+    try:
+        again, _, stats2 = embed_files(tiny_encoder, paths, reopened)
+        assert calls == [] and stats2.embedded == 0 and stats2.reused == 12
+        np.testing.assert_array_equal(first, again)
+
+        paths[0].write_bytes(src[5].read_bytes())  # the same name, new content
+        _, hashes3, stats3 = embed_files(tiny_encoder, paths, reopened)
+    finally:
+        tiny_encoder.embed_pixels = original
+    assert hashes3[0] == hashes[5] and stats3.embedded == 0  # content already known under another name
+
+
+def test_unreadable_files_are_reported_not_fatal(tiny_encoder, tmp_path):
+    good = sorted((real_catalog_root() / "images").iterdir())[0]
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    missing = tmp_path / "missing.jpg"
+    store = EmbeddingStore(tmp_path / "cache", tiny_encoder.fingerprint, tiny_encoder.dim)
+    emb, _, stats = embed_files(tiny_encoder, [good, bad, missing], store)
+    assert sorted(r for r, _ in stats.failed) == [1, 2]
+    assert not np.isnan(emb[0]).any() and np.isnan(emb[1:]).all()
+    assert any("no such file" in m for _, m in stats.failed)
+
+
+def test_a_damaged_shard_is_only_a_cache_miss(tiny_encoder, tmp_path):
+    store = EmbeddingStore(tmp_path, "fp", 4)
+    store.add(["a" * 32], np.ones((1, 4), np.float32))
+    shard = next((tmp_path / "fp").glob("shard-*.npz"))
+    shard.write_bytes(shard.read_bytes()[:20])
+    assert len(EmbeddingStore(tmp_path, "fp", 4)) == 0
