@@ -84,9 +84,10 @@ class BackboneParts:
     description: str  # shown on every page and command
     model: torch.nn.Module
     forward: Callable[[torch.Tensor], torch.Tensor]  # pixels -> unnormalised (n, dim)
-    preprocess: Preprocess
+    preprocess: Callable[[Image.Image], torch.Tensor]  # with a to_dict() for the fingerprint
     dim: int
     config: dict  # architecture config, part of the fingerprint
+    note: str = ""  # a warning the user should see (e.g. why `auto` fell back to vibe-mini)
 
 
 class Encoder:
@@ -98,6 +99,7 @@ class Encoder:
 
             parts = load_parts(name)
         self.name, self.kind, self.source, self.description = parts.name, parts.kind, parts.source, parts.description
+        self.note = parts.note
         self.model, self._forward, self.preprocess, self.dim = parts.model.eval(), parts.forward, parts.preprocess, parts.dim
         ident = {"kind": parts.kind, "config": parts.config, "preprocess": parts.preprocess.to_dict(),
                  "weights": weights_digest(parts.model)}

@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="catalogue -> embeddings -> heads -> projection -> indexes",
                        description="Embed a catalogue (only new or changed images), train the five heads and the 256-D projection, build both FAISS indexes, publish atomically.")
     _catalog_args(b, required=True)
-    b.add_argument("--backbone", default=None, help=f"fashion-clip | tiny-random | a Hugging Face CLIP id | a local folder (default {default_backbone()})")
+    b.add_argument("--backbone", default=None, help=f"auto | fashion-clip | vibe-mini | tiny-random | a Hugging Face CLIP id | a local folder (default {default_backbone()}: FashionCLIP if it can be loaded, else vibe-mini)")
     _workdir(b)
     b.add_argument("--triplets", type=Path, default=None, help="curated anchor,positive,negative CSV (item ids); default: mined from labels")
     b.add_argument("--min-class-count", type=int, default=10, help="classes rarer than this merge into 'Other' (default 10)")
@@ -63,6 +63,14 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=32)
     _workdir(e)
 
+    t = sub.add_parser("train-backbone", help="train the offline vibe-mini encoder on a labelled catalogue",
+                       description="Train vibe-mini (a compact CNN, 512-D embeddings) on a labelled catalogue on the CPU and save it as safetensors.")
+    _catalog_args(t, required=True)
+    t.add_argument("--out", type=Path, default=None, help="output folder (default checkpoints/vibe-mini)")
+    t.add_argument("--epochs", type=int, default=None, help="training epochs (default from MiniConfig)")
+    t.add_argument("--resolution", type=int, default=None, help="input side in pixels (default from MiniConfig)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+
     s = sub.add_parser("status", help="what is built in the workdir")
     _workdir(s)
     return ap
@@ -84,6 +92,8 @@ def _load(workdir: Path, backbone: str | None):
 
     art = load_artifacts(workdir)
     encoder = Encoder(backbone or art.backbone["name"])
+    if encoder.note:
+        _say(f"warning: {encoder.note}")
     _say(f"backbone: {encoder.description}; index built {art.manifest['created_at']} ({art.manifest['n_items']} items)")
     return art, encoder
 
@@ -152,6 +162,23 @@ def cmd_eval(a) -> int:
     return 0
 
 
+def cmd_train_backbone(a) -> int:
+    from dataclasses import replace
+
+    from .mini import MiniConfig, train_mini
+    from .registry import VIBE_MINI_DIR
+
+    cfg = MiniConfig()
+    cfg = replace(cfg, **{k: v for k, v in (("epochs", a.epochs), ("resolution", a.resolution)) if v is not None})
+    progress = _progress(a.quiet)
+    out = a.out or VIBE_MINI_DIR
+    report = train_mini(_catalog_config(a), out, cfg, progress=progress, log=_say)
+    progress.close()
+    acc = ", ".join(f"{h} {v:.3f}" for h, v in report["accuracy"].items())
+    print(f"vibe-mini saved to {out} after {report['train_seconds']:.0f}s; accuracy on {report['n_report']} held-out images: {acc}")
+    return 0
+
+
 def cmd_status(a) -> int:
     from .artifacts import status
 
@@ -163,7 +190,8 @@ def cmd_status(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     try:
-        return {"build": cmd_build, "find": cmd_find, "eval": cmd_eval, "status": cmd_status}[a.command](a)
+        return {"build": cmd_build, "find": cmd_find, "eval": cmd_eval, "status": cmd_status,
+                "train-backbone": cmd_train_backbone}[a.command](a)
     except VibeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from .errors import VibeError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO_ROOT / "data" / "sample"
-DEFAULT_BACKBONE = "fashion-clip"
+DEFAULT_BACKBONE = "auto"  # FashionCLIP when it can be loaded, else the offline vibe-mini
 
 # attribute name in vibe -> column in a Kaggle "Fashion Product Images" styles.csv
 ATTRIBUTES: dict[str, str] = {

@@ -1,4 +1,4 @@
-"""Backbone names -> loaders: fashion-clip (default), any Hugging Face CLIP id or saved folder, and tiny-random for tests."""
+"""Backbone names -> loaders: auto (default), fashion-clip, vibe-mini, any Hugging Face CLIP id or folder, tiny-random."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,12 @@ from pathlib import Path
 import torch
 
 from .backbone import ALIASES, FASHION_CLIP_ID, BackboneParts, Preprocess
+from .config import REPO_ROOT
 from .errors import VibeError
+
+VIBE_MINI_DIR = REPO_ROOT / "checkpoints" / "vibe-mini"
+GET_FASHION_CLIP = ("to use FashionCLIP, run `huggingface-cli download patrickjohncyh/fashion-clip` "
+                    "on a connected machine (or copy its Hugging Face cache here)")
 
 # Deterministic and tiny: runs the real CLIP code path in milliseconds. Its embeddings mean nothing.
 TINY_CLIP = {
@@ -99,16 +104,50 @@ def load_clip(source: str | Path, name: str | None = None, local_only: bool = Fa
     return _clip_parts(name, "clip", source, description, model.eval(), processor_cfg)
 
 
+def load_vibe_mini(folder: str | Path = VIBE_MINI_DIR, name: str = "vibe-mini") -> BackboneParts:
+    """The project's own offline encoder (see vibe/mini.py)."""
+    from .mini import CONFIG_FILE, load_mini
+
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file():
+        raise VibeError(f"No vibe-mini checkpoint in {folder}: train one with `python -m vibe train-backbone --data DIR --out {folder}`.")
+    net, preprocess, meta = load_mini(folder)
+    trained = meta.get("trained_on", "?")
+    return BackboneParts(name=name, kind="vibe-mini", source=str(folder),
+                         description=f"vibe-mini (offline encoder trained on {Path(trained).name}, not FashionCLIP)",
+                         model=net, forward=net, preprocess=preprocess, dim=net.embed.out_features,
+                         config=meta["config"])
+
+
+def load_auto() -> BackboneParts:
+    """FashionCLIP from the local cache, else from the hub (a short timeout), else vibe-mini with a warning."""
+    try:
+        return load_clip(FASHION_CLIP_ID, name="fashion-clip")
+    except VibeError:
+        pass
+    parts = load_vibe_mini()
+    note = f"FashionCLIP is not in the local Hugging Face cache and the hub is unreachable: using vibe-mini; {GET_FASHION_CLIP}."
+    return BackboneParts(**{**parts.__dict__, "note": note})
+
+
 def load_parts(name: str) -> BackboneParts:
     """Resolve a backbone name: fashion-clip, tiny-random, a local folder, or a Hugging Face CLIP id."""
+    if name == "auto":
+        return load_auto()
+    if name == "vibe-mini":
+        return load_vibe_mini()
     if name == "tiny-random":
         return _clip_parts("tiny-random", "tiny-random", "built from a config, seed 0",
                            "tiny random CLIP (test backbone: its matches mean nothing)", tiny_clip_model(), TINY_PREPROCESS)
     path = Path(name).expanduser()
     if path.is_dir():
+        from .mini import CONFIG_FILE
+
+        if (path / CONFIG_FILE).is_file():
+            return load_vibe_mini(path, name=str(path))
         if (path / "config.json").is_file():
             return load_clip(path, name=str(path))
-        raise VibeError(f"{path} is a folder but holds no config.json: save a CLIP there with save_pretrained.")
+        raise VibeError(f"{path} is a folder but holds neither a CLIP config.json (save_pretrained) nor a vibe-mini checkpoint.")
     if name.startswith((".", "/", "~")):
         raise VibeError(f"Backbone folder {name} does not exist.")
     return load_clip(ALIASES.get(name, name), name=name)
