@@ -3,4 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# the browser test drives Debian's chromium (Playwright's own browser download cannot run offline)
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: chromium is not installed (sudo apt-get install chromium); the browser test will be skipped" >&2
+  fi
+fi
 exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"

@@ -148,5 +148,10 @@ def status(workdir: Path) -> dict:
         m = read_manifest(workdir)
     except VibeError as e:
         return {"built": False, "message": str(e)}
+    from .catalog import catalog_signature
+
+    root = Path(m["catalog"]["root"])
+    stale = root.is_dir() and catalog_signature(root) != m["catalog"].get("signature")
     return {"built": True, "created_at": m["created_at"], "backbone": m["backbone"], "n_items": m["n_items"],
-            "catalog": m["catalog"]["root"], "age_s": time.time() - (current_link(workdir) / "manifest.json").stat().st_mtime}
+            "catalog": str(root), "catalog_exists": root.is_dir(), "stale": bool(stale),
+            "age_s": time.time() - (current_link(workdir) / "manifest.json").stat().st_mtime}

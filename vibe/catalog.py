@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,19 @@ def load_catalog(config: CatalogConfig | Path | str) -> Catalog:
     report.items = len(frame)
     report.missing_labels = {attr: int(frame[attr].isna().sum()) for attr in ATTRIBUTES}
     return Catalog(root=root, items=frame[["id", "name", "path", *ATTRIBUTES]], report=report)
+
+
+def catalog_signature(root: Path) -> str:
+    """A cheap fingerprint of a catalogue folder (styles.csv bytes + image names and sizes): tells when a build is stale."""
+    root = Path(root)
+    h = hashlib.blake2b(digest_size=12)
+    try:
+        h.update((root / "styles.csv").read_bytes())
+        for entry in sorted(os.scandir(root / "images"), key=lambda e: e.name):
+            h.update(f"{entry.name}:{entry.stat().st_size};".encode())
+    except OSError:
+        return ""
+    return h.hexdigest()
 
 
 def label_counts(items: pd.DataFrame, attr: str) -> Counter:

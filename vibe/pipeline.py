@@ -15,7 +15,7 @@ from filelock import FileLock, Timeout
 
 from .artifacts import current_link, publish, write_manifest
 from .backbone import Encoder
-from .catalog import Catalog, load_catalog
+from .catalog import catalog_signature, load_catalog
 from .config import HEADS, BuildConfig
 from .errors import VibeError
 from .fsutil import remove_tree, write_json
@@ -94,6 +94,8 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         t0 = time.perf_counter()
         if encoder is None:
             encoder = Encoder(cfg.backbone)
+        if encoder.note:
+            log(f"warning: {encoder.note}")
         log(f"backbone: {encoder.description} [fingerprint {encoder.fingerprint}]")
         timings["backbone"] = time.perf_counter() - t0
 
@@ -148,7 +150,8 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
             timings["index"] = time.perf_counter() - t0
             write_manifest(staging, {
                 "backbone": encoder.info(), "n_items": int(len(table)), "dims": {"clip": int(emb.shape[1]), "style": int(style.shape[1])},
-                "vocabs": vocabs, "catalog": {"root": str(catalog.root.resolve()), "report": catalog.report.to_dict()},
+                "vocabs": vocabs, "catalog": {"root": str(catalog.root.resolve()), "report": catalog.report.to_dict(),
+                            "signature": catalog_signature(catalog.root), "subset": cfg.catalog.subset},
                 "config": json.loads(json.dumps(asdict(cfg), default=str)), "training": {"heads": head_info, "projection": proj_info},
                 "embedding": {"embedded": stats.embedded, "reused": stats.reused, "failed": stats.failed},
                 "timings": timings,

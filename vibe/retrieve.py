@@ -52,6 +52,13 @@ class FindResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_frame(self):
+        """One row per match (rank, id, name, score, labels): what the dashboard offers as CSV."""
+        import pandas as pd
+
+        return pd.DataFrame([{"rank": i, "id": m.id, "name": m.name, "score": round(m.score, 4), **m.labels, "image": m.path}
+                             for i, m in enumerate(self.matches, 1)])
+
 
 class Matcher:
     """Answers queries against one loaded build with the encoder that built it."""
@@ -71,7 +78,7 @@ class Matcher:
 
     # --- queries -------------------------------------------------------------------------------------------
     def find(self, image: ImageSource | None = None, *, item_id: int | None = None, mode: str = "same", k: int = 10,
-             per_type: int = 2) -> FindResult:
+             per_type: int = 2, name: str | None = None) -> FindResult:
         """Matches for an uploaded image (path, bytes, file) or a catalogue item id. The query never matches itself."""
         if (image is None) == (item_id is None):
             raise VibeError("Give either an image or a catalogue item id.")
@@ -90,7 +97,7 @@ class Matcher:
             exclude = self.rows_of_hash.get(content_hash(data), [])
             # an upload identical to a catalogue photo reuses its stored embedding: nothing is embedded twice
             emb = self.art.clip.vector(exclude[0]) if exclude else self.encoder.encode_image(
-                data, name=str(image) if isinstance(image, (str, Path)) else None)
+                data, name=str(image) if isinstance(image, (str, Path)) else name)
         return self.search(emb, mode=mode, k=k, exclude=exclude, per_type=per_type)
 
     def predict(self, emb: np.ndarray) -> dict[str, Prediction]:

@@ -1,0 +1,49 @@
+"""Find-My-Vibe dashboard: landing page with the catalogue, the backbone and the artifact status."""
+import plotly.express as px
+import streamlit as st
+
+from pages.ui.common import REBUILD_PAGE, artifact_status, badge, get_bundle, page_setup, workdir
+from vibe.config import HEADS
+
+page_setup("Find-My-Vibe")
+st.write("Match product photos against the catalogue: the **same item**, or a **mix & match** outfit in the same style.")
+
+state = artifact_status()
+bundle = get_bundle() if state["built"] else None
+if not state["built"]:
+    st.info(f"No artifacts in `{workdir()}` yet: build them once (about a minute on the sample catalogue).")
+    st.page_link(REBUILD_PAGE, label="Go to Rebuild index", icon="🔧")
+    st.stop()
+badge(bundle)
+if bundle is None:
+    st.stop()
+
+art = bundle.artifacts
+c1, c2, c3 = st.columns(3)
+c1.metric("Catalogue items", f"{len(art.items):,}")
+c2.metric("Backbone", bundle.encoder.name)
+c3.metric("Built", state["created_at"].replace("T", " ")[:16])
+st.caption(f"Catalogue: `{state['catalog']}` · artifacts: `{art.path}`")
+if not state["catalog_exists"]:
+    st.warning("The catalogue folder of this build is gone: thumbnails will be missing. Rebuild with a catalogue that exists.")
+    st.page_link(REBUILD_PAGE, label="Rebuild index", icon="🔧")
+elif state["stale"]:
+    st.warning("The catalogue changed since this build (styles.csv or images): matches do not include the changes yet.")
+    st.page_link(REBUILD_PAGE, label="Rebuild index", icon="🔧")
+else:
+    st.success("Artifacts are up to date with the catalogue.")
+
+st.subheader("Label distributions")
+head = st.selectbox("Attribute", HEADS, key="home_head")
+counts = art.items[head].fillna("(missing)").value_counts()
+shown = counts.head(25)
+fig = px.bar(x=shown.values, y=shown.index, orientation="h", labels={"x": "items", "y": head})
+fig.update_layout(yaxis={"autorange": "reversed"}, height=max(300, 22 * len(shown)), margin=dict(l=0, r=0, t=10, b=0))
+st.plotly_chart(fig)
+st.caption(f"{len(counts)} {head} values" + (f"; the 25 most frequent are shown" if len(counts) > 25 else ""))
+
+st.subheader("Pages")
+st.page_link("pages/1_Find_matches.py", label="Find matches: upload a photo, get the same item or a style combo", icon="🔎")
+st.page_link("pages/2_Head_accuracy.py", label="Head accuracy: confusion matrices and per-class metrics", icon="🎯")
+st.page_link("pages/3_Embedding_space.py", label="Embedding space: UMAP of the 512-D and 256-D spaces", icon="🗺️")
+st.page_link(REBUILD_PAGE, label="Rebuild index: embeddings, heads and indexes", icon="🔧")

@@ -1,0 +1,59 @@
+"""Find matches: upload a photo or pick a catalogue item; same item (strict) or style combo (mix & match)."""
+import streamlit as st
+
+from pages.ui.common import badge, get_bundle, guard, page_setup, thumbnail_grid
+
+MODES = {"Same item (strict)": "same", "Style combo (mix & match)": "combo"}
+
+page_setup("Find matches")
+bundle = get_bundle()
+badge(bundle)
+if bundle is None:
+    st.stop()
+items = bundle.artifacts.items
+root = bundle.artifacts.catalog_root
+
+left, right = st.columns([2, 3])
+with left:
+    source = st.radio("Query", ["Upload a photo", "Pick a catalogue item"], horizontal=True)
+    if source == "Upload a photo":
+        upload = st.file_uploader("Product photo", type=["jpg", "jpeg", "png", "webp"])
+        query = {"image": upload.getvalue(), "name": upload.name} if upload else None
+        preview = upload.getvalue() if upload else None
+    else:
+        row = st.selectbox("Catalogue item", range(len(items)),
+                           format_func=lambda r: f"{items['id'].iat[r]} · {items['name'].iat[r]}")
+        query = {"item_id": int(items["id"].iat[row])}
+        preview = str(root / items["path"].iat[row])
+with right:
+    mode_label = st.segmented_control("Mode", list(MODES), default="Same item (strict)", required=True)
+    k = st.slider("Matches", 1, 30, 8)
+    per_type = st.slider("At most this many per item type (combo)", 1, 5, 2, disabled=MODES[mode_label] != "combo")
+
+if query is None:
+    st.info("Upload a photo (jpg, png or webp) or pick a catalogue item.")
+    st.stop()
+
+with guard():
+    result = bundle.matcher.find(**query, mode=MODES[mode_label], k=k, per_type=per_type)
+
+q1, q2 = st.columns([1, 3])
+with q1:
+    with guard():
+        st.image(preview, caption="query", width=180)
+with q2:
+    st.markdown("**Predicted attributes**")
+    st.dataframe([{"attribute": h, "prediction": p.label, "confidence": round(p.confidence, 3),
+                   "runner-up": f"{p.top[1][0]} ({p.top[1][1]:.2f})" if len(p.top) > 1 else ""}
+                  for h, p in result.predictions.items()], hide_index=True)
+    applied = ", ".join(f"{h} = {v}" for h, v in result.filters.items()) or "none"
+    st.markdown(f"**Filters applied:** {applied}")
+    if result.relaxed:
+        st.warning(f"Too few items matched every filter, so these were relaxed: {', '.join(result.relaxed)}.")
+
+st.subheader(f"{len(result.matches)} matches · {mode_label}")
+thumbnail_grid([{"path": m.path, "title": m.name,
+                 "lines": [" · ".join(v or "?" for v in m.labels.values()), f"id {m.id} · score {m.score:.3f}"]}
+                for m in result.matches], root)
+st.download_button("Download results (CSV)", result.to_frame().to_csv(index=False), file_name=f"matches-{result.mode}.csv",
+                   mime="text/csv")

@@ -1,0 +1,54 @@
+"""Head accuracy: confusion matrices and per-class metrics of the five heads on the held-out split."""
+import plotly.express as px
+import streamlit as st
+
+from pages.ui.common import badge, get_bundle, guard, page_setup, thumbnail_grid
+from vibe import accuracy
+from vibe.config import HEADS
+
+page_setup("Head accuracy")
+bundle = get_bundle()
+badge(bundle)
+if bundle is None:
+    st.stop()
+art = bundle.artifacts
+st.caption(f"Computed on the {art.metrics['n_heldout']} held-out items of this build (a stratified split never trained on).")
+st.dataframe(accuracy.summary(art), hide_index=True)
+
+head = st.selectbox("Head", HEADS)
+vocab = art.heads.vocabs[head]
+c1, c2 = st.columns(2)
+values = c1.segmented_control("Values", ["Counts", "Row-normalised"], default="Counts", required=True)
+top = c2.slider("Classes shown (most frequent first)", 2, max(2, len(vocab)), min(20, len(vocab)))
+normalize = values == "Row-normalised"
+with guard():
+    cm = accuracy.confusion(art, head, normalize=normalize, top=top)
+fig = px.imshow(cm, text_auto=".2f" if normalize else True, aspect="auto", color_continuous_scale="Blues",
+                labels={"x": "predicted", "y": "true", "color": "share" if normalize else "items"})
+fig.update_layout(height=max(400, 28 * len(cm) + 150), margin=dict(l=0, r=0, t=30, b=0))
+fig.update_xaxes(tickangle=-45)
+st.plotly_chart(fig)
+with st.expander("Full confusion matrix as a table"):
+    st.dataframe(accuracy.confusion(art, head))
+
+left, right = st.columns(2)
+with left:
+    st.markdown("**Per class**")
+    st.dataframe(accuracy.per_class(art, head), hide_index=True)
+with right:
+    st.markdown("**Most confused pairs** (select a row to see its items)")
+    pairs = accuracy.confused_pairs(art, head, n=15)
+    picked = st.dataframe(pairs, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"pairs-{head}")
+
+chosen = picked.selection.rows if pairs is not None and len(pairs) else []
+default_true, default_pred = (pairs.iloc[chosen[0]]["true"], pairs.iloc[chosen[0]]["predicted"]) if chosen else (
+    (pairs.iloc[0]["true"], pairs.iloc[0]["predicted"]) if len(pairs) else (vocab[0], vocab[0]))
+st.subheader("Items in a cell")
+c1, c2 = st.columns(2)
+true = c1.selectbox("True class", vocab, index=vocab.index(default_true), key=f"true-{head}-{default_true}")
+pred = c2.selectbox("Predicted class", vocab, index=vocab.index(default_pred), key=f"pred-{head}-{default_pred}")
+with guard():
+    cell = accuracy.cell_items(art, head, true, pred)
+st.caption(f"{len(cell)} held-out items are {true} and predicted {pred}" + (" (the 30 most confident shown)" if len(cell) > 30 else ""))
+thumbnail_grid([{"path": r.path, "title": r.name, "lines": [f"id {r.id} · confidence {getattr(r, f'conf_{head}'):.2f}"]}
+                for r in cell.head(30).itertuples()], art.catalog_root, columns=6)

@@ -1,0 +1,98 @@
+"""The dashboard once in a real headless Chromium (Debian's, driven by Playwright): every page, an upload, screenshots."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SAMPLE
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = REPO / "tests" / "_artifacts" / "screenshots"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+PAGES = [("", "Find-My-Vibe"), ("Find_matches", "Find matches"), ("Head_accuracy", "Head accuracy"),
+         ("Embedding_space", "Embedding space"), ("Rebuild_index", "Rebuild index")]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+                                reason="Debian chromium is not installed (scripts/test.sh installs it)")
+
+
+@pytest.fixture(scope="module")
+def sample_workdir(tmp_path_factory):
+    """The shipped sample catalogue built with the default backbone (vibe-mini offline), as a newcomer sees it."""
+    from vibe.config import BuildConfig, CatalogConfig
+    from vibe.pipeline import build
+
+    workdir = tmp_path_factory.mktemp("sample-build")
+    build(BuildConfig(catalog=CatalogConfig(root=SAMPLE), workdir=workdir))
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def server(sample_workdir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, VIBE_WORKDIR=str(sample_workdir))
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "Home.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def _settle(page):
+    """Wait until the script run is over (the running indicator is gone)."""
+    page.wait_for_timeout(500)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
+    page.wait_for_timeout(300)
+
+
+def _no_error_boxes(page):
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0, page.locator('[data-testid="stAlertContentError"]').first.inner_text()
+
+
+def test_every_page_in_chromium(server):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        for path, title in PAGES:
+            page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+            page.get_by_role("heading", name=title).first.wait_for(timeout=120_000)
+            _settle(page)
+            _no_error_boxes(page)
+            if path == "Find_matches":
+                photo = sorted((SAMPLE / "images").iterdir())[10]
+                page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
+                page.get_by_text("8 matches").first.wait_for(timeout=120_000)
+                _settle(page)
+                _no_error_boxes(page)
+                thumbs = page.locator('[data-testid="stImage"] img')
+                assert thumbs.count() == 1 + 8  # the query and eight result thumbnails
+                assert all(thumbs.nth(i).evaluate("img => img.naturalWidth") > 0 for i in range(thumbs.count()))
+            page.screenshot(path=str(SHOTS / f"{path or 'Home'}.png"), full_page=True)
+        browser.close()
+    assert len(list(SHOTS.glob("*.png"))) >= len(PAGES)

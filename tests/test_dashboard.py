@@ -1,0 +1,145 @@
+"""The dashboard pages under streamlit.testing.v1.AppTest, against a real build (tiny backbone, real photos)."""
+import base64
+import json
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import REPO, fast_build_config
+from vibe.artifacts import load_artifacts
+from vibe.config import HEADS
+
+TIMEOUT = 180
+
+
+@pytest.fixture
+def app(built, monkeypatch):
+    workdir, _ = built
+    monkeypatch.setenv("VIBE_WORKDIR", str(workdir))
+    monkeypatch.chdir(REPO)
+    at = AppTest.from_file(str(REPO / "Home.py"), default_timeout=TIMEOUT)
+    at.run()
+    return at
+
+
+def _open(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"pages/{page}")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _no_errors(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_home_shows_catalogue_backbone_and_status(app, built):
+    _no_errors(app)
+    workdir, result = built
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Catalogue items"] == f"{result.n_items:,}"
+    assert metrics["Backbone"] == "tiny-random"
+    assert any("up to date" in s.value for s in app.success)
+    assert any("tiny random CLIP" in c.value and "built" in c.value for c in app.caption)
+
+
+@pytest.mark.parametrize("mode", ["Same item (strict)", "Style combo (mix & match)"])
+def test_find_matches_from_a_catalogue_item_returns_k_cards(app, mode):
+    at = _open(app, "1_Find_matches.py")
+    at.radio[0].set_value("Pick a catalogue item")
+    at.run()
+    at.get("segmented_control")[0].set_value(mode)
+    at.slider[0].set_value(6)
+    at.run()
+    _no_errors(at)
+    assert len(at.image) == 1 + 6  # the query and six result thumbnails
+    assert at.subheader[0].value.startswith("6 matches")
+    predictions = at.dataframe[0].value
+    assert list(predictions["attribute"]) == list(HEADS)
+    assert any("Filters applied" in m.value for m in at.markdown)
+    csv = at.get("download_button")[0]
+    assert csv is not None
+
+
+def test_find_matches_from_an_upload(app, small_catalog):
+    at = _open(app, "1_Find_matches.py")
+    photo = sorted((small_catalog / "images").iterdir())[3].read_bytes()
+    at.file_uploader[0].set_value(("photo.jpg", photo, "image/jpeg"))
+    at.run()
+    _no_errors(at)
+    assert len(at.image) == 1 + 8
+    at.file_uploader[0].set_value(("broken.jpg", b"\xff\xd8\xff\xe0 not really a jpeg", "image/jpeg"))
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1
+    assert "broken.jpg" in at.error[0].value and ("damaged" in at.error[0].value or "not an image" in at.error[0].value)
+    assert len(at.image) == 0  # no stale results under the error
+
+
+def test_head_accuracy_confusion_counts_add_up_to_the_heldout_size(app, built):
+    at = _open(app, "2_Head_accuracy.py")
+    _no_errors(at)
+    art = load_artifacts(built[0])
+    full = at.dataframe[1].value  # the full matrix in the expander
+    assert int(full.to_numpy().sum()) == art.metrics["heads"]["item_type"]["n"] == art.metrics["n_heldout"]
+    assert len(at.get("plotly_chart")) == 1
+    per_class = at.dataframe[2].value
+    assert {"class", "precision", "recall", "f1", "support"} <= set(per_class.columns)
+    assert int(per_class["support"].sum()) == art.metrics["n_heldout"]
+    at.selectbox[0].set_value("colour")
+    at.run()
+    _no_errors(at)
+    assert int(at.dataframe[1].value.to_numpy().sum()) == art.metrics["heads"]["colour"]["n"]
+
+
+def _points(spec: dict) -> int:
+    n = 0
+    for trace in spec["data"]:
+        x = trace["x"]
+        if isinstance(x, dict):  # plotly 6 ships numpy arrays as base64 typed arrays
+            x = np.frombuffer(base64.b64decode(x["bdata"]), dtype=np.dtype(x["dtype"]))
+        n += len(x)
+    return n
+
+
+def test_embedding_space_has_one_point_per_item(app, built):
+    at = _open(app, "3_Embedding_space.py")
+    _no_errors(at)
+    n = load_artifacts(built[0]).manifest["n_items"]
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    assert _points(json.loads(charts[0].proto.spec)) == n
+    assert any(f"all {n:,} of {n:,} items" in c.value for c in at.caption)
+    at.get("segmented_control")[0].set_value("Side by side")
+    at.run()
+    _no_errors(at)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2 and all(_points(json.loads(c.proto.spec)) == n for c in charts)
+
+
+def test_rebuild_runs_the_pipeline_and_refuses_a_second_build(built, small_catalog, tmp_path, monkeypatch):
+    from filelock import FileLock
+
+    workdir = tmp_path / "w"
+    monkeypatch.setenv("VIBE_WORKDIR", str(workdir))
+    monkeypatch.chdir(REPO)
+    at = AppTest.from_file(str(REPO / "Home.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert any("No artifacts" in i.value for i in at.info)
+    _open(at, "4_Rebuild_index.py")
+    at.text_input[0].set_value(str(small_catalog))
+    at.selectbox[0].set_value("tiny-random")
+    at.button[0].click()
+    at.run()
+    _no_errors(at)
+    assert any(s.value.startswith("Built ") for s in at.success)
+    summary = at.dataframe[0].value
+    assert dict(zip(summary["what"], summary["count"]))["items added"] == load_artifacts(workdir).manifest["n_items"]
+
+    workdir.mkdir(exist_ok=True)
+    with FileLock(str(workdir / "build.lock")):
+        at.button[0].click()
+        at.run()
+    assert any("Another build is already running" in e.value for e in at.error)

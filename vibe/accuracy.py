@@ -1,0 +1,72 @@
+"""Head accuracy views over the held-out split recorded at build time: confusion matrices, per-class tables, confused pairs."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .artifacts import Artifacts
+from .errors import VibeError
+
+
+def _heldout(art: Artifacts, head: str) -> pd.DataFrame:
+    items = art.items
+    rows = items[(items["split"] == "heldout") & (items[f"{head}_code"] >= 0)]
+    if rows.empty:
+        raise VibeError(f"The build has no held-out items with a {head} label; rebuild with a larger catalogue.")
+    return rows
+
+
+def class_order(art: Artifacts, head: str) -> list[int]:
+    """Class indices, most frequent in the held-out split first (classes never seen there last)."""
+    counts = np.bincount(_heldout(art, head)[f"{head}_code"], minlength=len(art.heads.vocabs[head]))
+    return [int(i) for i in np.argsort(-counts, kind="stable")]
+
+
+def confusion(art: Artifacts, head: str, normalize: bool = False, top: int | None = None) -> pd.DataFrame:
+    """Rows = true class, columns = predicted, ordered by frequency; `top` keeps the most frequent true classes
+    and folds the rest of the columns into '(other classes)' so long tails stay readable."""
+    metrics = art.metrics["heads"][head]
+    vocab = metrics["labels"]
+    cm = np.asarray(metrics["confusion"], dtype=float)
+    order = class_order(art, head)
+    present = [i for i in order if cm[i].sum() > 0 or cm[:, i].sum() > 0]
+    keep = present[:top] if top else present
+    frame = pd.DataFrame(cm[np.ix_(keep, keep)], index=[vocab[i] for i in keep], columns=[vocab[i] for i in keep])
+    rest = [i for i in range(len(vocab)) if i not in keep]
+    if rest and top:
+        frame["(other classes)"] = cm[np.ix_(keep, rest)].sum(axis=1)
+    if normalize:
+        totals = cm[keep].sum(axis=1, keepdims=True)
+        frame = frame.div(np.where(totals > 0, totals, 1).ravel(), axis=0)
+    return frame
+
+
+def per_class(art: Artifacts, head: str) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class (scikit-learn, computed at build time), by support."""
+    table = pd.DataFrame(art.metrics["heads"][head]["per_class"])
+    return table.sort_values(["support", "class"], ascending=[False, True]).reset_index(drop=True)
+
+
+def summary(art: Artifacts) -> pd.DataFrame:
+    return pd.DataFrame([{"head": h, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "held-out items": m["n"],
+                          "classes": len(m["labels"])} for h, m in art.metrics["heads"].items()])
+
+
+def confused_pairs(art: Artifacts, head: str, n: int = 10) -> pd.DataFrame:
+    """The (true, predicted) pairs with the most mistakes."""
+    m = art.metrics["heads"][head]
+    cm = np.asarray(m["confusion"])
+    off = [(cm[t, p], m["labels"][t], m["labels"][p]) for t in range(len(cm)) for p in range(len(cm)) if t != p and cm[t, p]]
+    off.sort(key=lambda x: (-x[0], x[1], x[2]))
+    return pd.DataFrame([{"true": t, "predicted": p, "count": int(c), "share of true class": c / max(1, cm[m["labels"].index(t)].sum())}
+                         for c, t, p in off[:n]])
+
+
+def cell_items(art: Artifacts, head: str, true: str, predicted: str) -> pd.DataFrame:
+    """The held-out items of one confusion-matrix cell, most confident mistakes first."""
+    vocab = art.heads.vocabs[head]
+    if true not in vocab or predicted not in vocab:
+        raise VibeError(f"{true!r} or {predicted!r} is not a {head} class of this build.")
+    rows = _heldout(art, head)
+    rows = rows[(rows[f"{head}_code"] == vocab.index(true)) & (rows[f"pred_{head}"] == vocab.index(predicted))]
+    return rows.sort_values(f"conf_{head}", ascending=False)
