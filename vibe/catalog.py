@@ -84,9 +84,10 @@ class Catalog:
         return self.root / self.items["path"].iat[row]
 
 
-def in_holdout(item_id: int, fraction: float) -> bool:
-    """A deterministic split by item id, stable across machines and catalogue versions."""
-    h = int.from_bytes(hashlib.blake2b(str(item_id).encode(), digest_size=8).digest(), "big")
+def in_holdout(item_id: int, fraction: float, salt: str = "") -> bool:
+    """A deterministic split by item id, stable across machines, rebuilds and catalogue versions.
+    Different salts give independent splits (the catalogue subset vs the heads' held-out items)."""
+    h = int.from_bytes(hashlib.blake2b(f"{salt}{item_id}".encode(), digest_size=8).digest(), "big")
     return h / 2**64 < fraction
 
 

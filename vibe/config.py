@@ -58,7 +58,7 @@ class HeadsConfig:
     """The five linear attribute heads on frozen embeddings."""
 
     min_class_count: int = 10  # rarer classes merge into "Other"
-    heldout_fraction: float = 0.2  # stratified split kept out of training, for the reported metrics
+    heldout_fraction: float = 0.1  # stratified split kept out of training, for the reported metrics
     val_fraction: float = 0.1  # of the training part, for early stopping
     epochs: int = 300
     patience: int = 15
@@ -78,6 +78,7 @@ class ProjectionConfig:
 
     dim: int = 256
     epochs: int = 15
+    warm_epochs: int = 2  # when continuing from the previous build's head (incremental rebuild)
     margin: float = 0.2
     lr: float = 1e-3
     batch_size: int = 256

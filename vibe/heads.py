@@ -78,17 +78,23 @@ def _loss(heads: AttributeHeads, x: torch.Tensor, y: dict[str, torch.Tensor]) ->
 
 
 def train_heads(emb: np.ndarray, codes: dict[str, np.ndarray], vocabs: Vocabs, cfg: HeadsConfig, seed: int = 0,
-                progress: Progress = silent) -> tuple[AttributeHeads, dict]:
-    """Train all heads jointly with cross-entropy and early stopping on a stratified validation slice."""
+                progress: Progress = silent, init: AttributeHeads | None = None) -> tuple[AttributeHeads, dict]:
+    """Train all heads jointly with cross-entropy and early stopping on a stratified validation slice.
+    `init` (heads of a previous build with the same classes) makes an incremental rebuild converge in a few epochs."""
     torch.manual_seed(seed)
     fit, val = stratified_split(codes["item_type"], cfg.val_fraction, seed)
     x = torch.from_numpy(emb.astype(np.float32))
     y = {h: torch.from_numpy(c) for h, c in codes.items()}
     heads = AttributeHeads(emb.shape[1], vocabs)
+    if init is not None:
+        heads.load_state_dict(init.state_dict())
     opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    best, best_state, since, history = float("inf"), None, 0, []
+    best, best_state, since, history = float("inf"), copy.deepcopy(heads.state_dict()), 0, []
     x_val, y_val = x[val], {h: t[val] for h, t in y.items()}
+    if init is not None:
+        with torch.no_grad():
+            best = float(_loss(heads.eval(), x_val, y_val))  # only keep training if it beats where we start
     for epoch in range(cfg.epochs):
         heads.train()
         order = torch.from_numpy(fit)[torch.randperm(len(fit), generator=gen)]

@@ -13,16 +13,16 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .artifacts import current_link, publish, write_manifest
+from .artifacts import current_link, publish, read_manifest, write_manifest
 from .backbone import Encoder
-from .catalog import catalog_signature, load_catalog
+from .catalog import catalog_signature, in_holdout, load_catalog
 from .config import HEADS, BuildConfig
 from .errors import VibeError
 from .fsutil import remove_tree, write_json
-from .heads import build_vocabularies, encode_labels, evaluate_head, save_heads, stratified_split, train_heads
+from .heads import build_vocabularies, encode_labels, evaluate_head, load_heads, save_heads, train_heads
 from .index import VectorIndex
 from .progress import Progress, silent
-from .projection import mine_triplets, read_triplets_csv, save_projection, train_projection
+from .projection import load_projection, mine_triplets, read_triplets_csv, save_projection, train_projection
 from .store import EmbeddingStore, embed_files
 
 
@@ -79,6 +79,18 @@ def _previous_items(workdir: Path) -> pd.DataFrame | None:
         return None
 
 
+def _warm_start(workdir: Path, fingerprint: str, vocabs: dict):
+    """(heads, projection) of the previous build when it used the same backbone and the same classes, else None."""
+    try:
+        prev = read_manifest(workdir)
+        if prev["backbone"]["fingerprint"] != fingerprint or prev["vocabs"] != vocabs:
+            return None
+        folder = current_link(workdir)
+        return load_heads(folder / "heads.safetensors"), load_projection(folder / "projection.safetensors")
+    except (VibeError, KeyError, OSError):
+        return None
+
+
 def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None = None,
           log=lambda line: None) -> BuildResult:
     """The one build path, used by `python -m vibe build` and the dashboard's Rebuild page."""
@@ -113,8 +125,14 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         t0 = time.perf_counter()
         vocabs = build_vocabularies(items, cfg.heads.min_class_count)
         codes = encode_labels(items, vocabs)
-        keep, held = stratified_split(codes["item_type"], cfg.heads.heldout_fraction, cfg.seed)
-        heads, head_info = train_heads(emb[keep], {h: c[keep] for h, c in codes.items()}, vocabs, cfg.heads, cfg.seed, progress)
+        # held-out by a salted hash of the id: an item stays held out across rebuilds, so warm-started heads never saw it
+        is_held = items["id"].map(lambda i: in_holdout(i, cfg.heads.heldout_fraction, salt="heads")).to_numpy()
+        keep, held = np.flatnonzero(~is_held), np.flatnonzero(is_held)
+        warm = _warm_start(workdir, encoder.fingerprint, vocabs)
+        if warm:
+            log("warm start: heads and projection continue from the previous build (same backbone and classes)")
+        heads, head_info = train_heads(emb[keep], {h: c[keep] for h, c in codes.items()}, vocabs, cfg.heads, cfg.seed, progress,
+                                       init=warm[0] if warm else None)
         probs = heads.predict_proba(emb)
         pred = {h: p.argmax(1) for h, p in probs.items()}
         metrics = {"split": "heldout", "n_heldout": int(len(held)), "heads": {
@@ -129,7 +147,8 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
             sample = lambda epoch: fixed[rng.permutation(len(fixed))]  # noqa: E731
         else:
             sample = lambda epoch: mine_triplets(codes, keep, vocabs["gender"], cfg.projection.triplets_per_anchor, rng)  # noqa: E731
-        projection, proj_info = train_projection(emb, sample, cfg.projection, cfg.seed, progress)
+        projection, proj_info = train_projection(emb, sample, cfg.projection, cfg.seed, progress,
+                                                 init=warm[1] if warm else None)
         style = projection.project(emb)
         timings["projection"] = time.perf_counter() - t0
 
@@ -157,6 +176,10 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
                 "timings": timings,
             })
             final = publish(workdir, staging)
+        except OSError as e:  # disk full, permissions...: the staging folder goes, the previous build stays
+            remove_tree(staging)
+            raise VibeError(f"Could not write the new artifacts in {workdir} ({e.strerror or e}); the previous build is "
+                            "untouched and still answers. Free disk space (or fix permissions) and rebuild.") from None
         except BaseException:
             remove_tree(staging)
             raise

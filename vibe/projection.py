@@ -103,15 +103,20 @@ def read_triplets_csv(path: Path, items: pd.DataFrame, root: Path) -> np.ndarray
 
 
 def train_projection(emb: np.ndarray, sample_triplets: Callable[[int], np.ndarray], cfg: ProjectionConfig,
-                     seed: int = 0, progress: Progress = silent) -> tuple[ProjectionHead, dict]:
-    """Train with `torch.nn.TripletMarginLoss`; `sample_triplets(epoch)` gives that epoch's (m, 3) row triplets."""
+                     seed: int = 0, progress: Progress = silent, init: ProjectionHead | None = None) -> tuple[ProjectionHead, dict]:
+    """Train with `torch.nn.TripletMarginLoss`; `sample_triplets(epoch)` gives that epoch's (m, 3) row triplets.
+    With `init` (the previous build's head) only `cfg.warm_epochs` epochs run: the space is already shaped."""
     torch.manual_seed(seed)
     x = torch.from_numpy(emb.astype(np.float32))
     head = ProjectionHead(emb.shape[1], cfg.dim)
+    epochs = cfg.epochs
+    if init is not None and (init.dim_in, init.dim_out, init.hidden) == (head.dim_in, head.dim_out, head.hidden):
+        head.load_state_dict(init.state_dict())
+        epochs = min(cfg.epochs, cfg.warm_epochs)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr)
     loss_fn = torch.nn.TripletMarginLoss(margin=cfg.margin)
     losses = []
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         trip = torch.from_numpy(sample_triplets(epoch))
         if not len(trip):
             raise VibeError("No triplets could be mined: the catalogue needs at least two styles with several item types.")
@@ -125,8 +130,8 @@ def train_projection(emb: np.ndarray, sample_triplets: Callable[[int], np.ndarra
             opt.step()
             total += loss.item() * len(a)
         losses.append(total / len(trip))
-        progress("projection", epoch + 1, cfg.epochs)
-    return head.eval(), {"epochs": cfg.epochs, "loss": losses}
+        progress("projection", epoch + 1, epochs)
+    return head.eval(), {"epochs": epochs, "warm_start": init is not None, "loss": losses}
 
 
 def save_projection(path: Path, head: ProjectionHead) -> None:
