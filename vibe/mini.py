@@ -14,6 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .backbone import bf16_native
 from .catalog import load_catalog
 from .config import HEADS, CatalogConfig
 from .errors import VibeError
@@ -30,16 +31,16 @@ WEIGHTS_FILE = "model.safetensors"
 class MiniConfig:
     """Architecture and training recipe of vibe-mini."""
 
-    resolution: int = 64  # the photos are small product shots: 64 px keeps most of what matters at a fraction of 224 px's cost
+    resolution: int = 80  # small product shots: 80 px keeps what matters at an eighth of 224 px's cost (64 px lost ~1 pt)
     width: int = 32
     dim: int = 512
-    epochs: int = 40
+    epochs: int = 50
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     min_class_count: int = 10
-    report_fraction: float = 0.1  # held out of training, for the report
+    report_fraction: float = 0.05  # held out of training, for the report
     bf16: bool = True  # autocast where the CPU has native bf16 (about 2x here); fp32 elsewhere
     seed: int = 0
 
@@ -146,7 +147,7 @@ def train_mini(catalog: CatalogConfig, out_dir: Path, cfg: MiniConfig = MiniConf
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * ((len(fit) + cfg.batch_size - 1) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.25)
-    use_bf16 = cfg.bf16 and bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    use_bf16 = cfg.bf16 and bf16_native()
     gen = torch.Generator().manual_seed(cfg.seed)
     scale = 16.0  # heads see L2-normalised embeddings (times a temperature), exactly what the linear probe later sees
 
