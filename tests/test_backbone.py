@@ -78,5 +78,22 @@ def test_fashion_clip_is_the_default_and_fails_clearly_offline(monkeypatch):
 
 
 def test_a_folder_without_config_is_a_clear_error(tmp_path):
-    with pytest.raises(VibeError, match="no config.json"):
+    with pytest.raises(VibeError, match="neither a CLIP config.json"):
         Encoder(str(tmp_path))
+
+
+def test_the_fast_path_is_bf16_only_where_it_keeps_cosine_above_0_99(tiny_clip_dir):
+    from vibe.backbone import bf16_native
+
+    fast, exact = Encoder(str(tiny_clip_dir)), Encoder(str(tiny_clip_dir), precision="fp32")
+    assert exact.precision == "fp32" and fast.fingerprint == exact.fingerprint
+    if bf16_native():
+        assert fast.precision == ("bf16" if fast.precision_cosine >= 0.99 else "fp32")
+    else:
+        assert fast.precision == "fp32"
+    images = _some_images(6)
+    cos = (fast.encode_images(images) * exact.encode_images(images)).sum(axis=1)
+    assert cos.min() >= 0.99
+    assert Encoder("tiny-random").precision == "fp32"  # cheap backbones stay exact
+    with pytest.raises(VibeError, match="precision must be"):
+        Encoder("tiny-random", precision="int4")

@@ -50,8 +50,9 @@ def test_build_find_eval(cli_built, small_catalog, capsys):
 def test_a_rebuild_embeds_nothing_new(cli_built, small_catalog, capsys):
     capsys.readouterr()
     assert main(["build", "--data", str(small_catalog), "--subset", "train", "--workdir", str(cli_built), *FAST]) == 0
-    out = capsys.readouterr().out
-    assert "embedded 0 images" in out and "0 added, 0 removed, 0 changed" in out
+    captured = capsys.readouterr()
+    assert "embedded 0 images" in captured.out and "0 added, 0 removed, 0 changed" in captured.out
+    assert "warm start" in captured.err
 
 
 def _run(*args):

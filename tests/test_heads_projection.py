@@ -117,3 +117,16 @@ def test_a_pickle_is_never_loaded_as_a_checkpoint(tmp_path):
         load_heads(tmp_path / "h.safetensors")
     with pytest.raises(VibeError, match="not a valid projection checkpoint"):
         load_projection(tmp_path / "h.safetensors")
+
+
+def test_warm_start_copies_classes_by_name_whatever_their_position():
+    import torch
+
+    from vibe.heads import AttributeHeads
+
+    old = AttributeHeads(4, {h: ["a", "b"] for h in HEADS})
+    new = AttributeHeads(4, {h: ["b", "c", "a"] for h in HEADS})
+    assert new.warm_from(old) == 2 * len(HEADS)
+    for h in HEADS:
+        assert torch.equal(new.heads[h].weight[0], old.heads[h].weight[1])  # b
+        assert torch.equal(new.heads[h].weight[2], old.heads[h].weight[0])  # a

@@ -65,6 +65,12 @@ class Preprocess:
                    std=tuple(cfg.get("image_std", (0.26862954, 0.26130258, 0.27577711))), resample=int(cfg.get("resample", 3)))
 
 
+def bf16_native() -> bool:
+    """Whether this CPU has native bf16 (AVX512-BF16 or AMX): there bf16 autocast is about twice as fast as fp32."""
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 def weights_digest(module: torch.nn.Module) -> str:
     """A hash of every parameter and buffer, so two checkpoints with one name still differ."""
     h = hashlib.blake2b(digest_size=16)
@@ -93,7 +99,7 @@ class BackboneParts:
 class Encoder:
     """An image encoder: `Encoder("fashion-clip").encode_images(paths_or_pil_images)` -> (n, dim) float32, L2-normalised."""
 
-    def __init__(self, name: str = "fashion-clip", *, parts: BackboneParts | None = None):
+    def __init__(self, name: str = "fashion-clip", *, parts: BackboneParts | None = None, precision: str = "auto"):
         if parts is None:
             from .registry import load_parts
 
@@ -104,15 +110,33 @@ class Encoder:
         ident = {"kind": parts.kind, "config": parts.config, "preprocess": parts.preprocess.to_dict(),
                  "weights": weights_digest(parts.model)}
         self.fingerprint = hashlib.blake2b(json.dumps(ident, sort_keys=True).encode(), digest_size=12).hexdigest()
+        self.precision, self.precision_cosine = "fp32", 1.0
+        self.precision = self._choose_precision(precision)
+
+    def _choose_precision(self, requested: str) -> str:
+        """bf16 autocast (the fast CPU path) where the CPU runs it natively and it keeps cosine >= 0.99 to fp32."""
+        if requested not in ("auto", "fp32", "bf16"):
+            raise VibeError(f"precision must be auto, fp32 or bf16, not {requested!r}.")
+        # vibe-mini and the test backbone are cheap already; their embeddings stay exactly fp32
+        if requested == "fp32" or (requested == "auto" and self.kind != "clip") or not bf16_native():
+            return "fp32"
+        crop = getattr(self.preprocess, "crop", 224)
+        probe = torch.rand(4, 3, crop, crop, generator=torch.Generator().manual_seed(0)) * 4 - 2
+        exact = self.embed_pixels(probe)
+        self.precision = "bf16"
+        self.precision_cosine = float((self.embed_pixels(probe) * exact).sum(axis=1).min())
+        return "bf16" if self.precision_cosine >= 0.99 else "fp32"
 
     def info(self) -> dict:
         """What goes into every manifest built from this encoder."""
         return {"name": self.name, "kind": self.kind, "source": self.source, "description": self.description,
-                "fingerprint": self.fingerprint, "dim": self.dim}
+                "fingerprint": self.fingerprint, "dim": self.dim, "precision": self.precision}
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        return l2_normalize(self._forward(pixels)).numpy()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            out = self._forward(pixels)
+        return l2_normalize(out).numpy()
 
     def encode_images(self, images: Sequence[ImageSource], batch_size: int = 32, progress: Progress = silent,
                       on_error: Callable[[int, Exception], None] | None = None,
@@ -142,7 +166,8 @@ class Encoder:
             return start, (torch.stack(tensors) if tensors else None), ok
 
         starts = list(range(0, len(images), batch_size))
-        workers = max(1, min(4, (os.cpu_count() or 2)))
+        # two batches ahead: decoding releases the GIL, and measured here it hides better than one worker or none
+        workers = max(1, min(4, os.cpu_count() or 2))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending = [pool.submit(prepare, s) for s in starts[:workers]]
             for n in range(len(starts)):

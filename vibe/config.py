@@ -62,6 +62,7 @@ class HeadsConfig:
     val_fraction: float = 0.1  # of the training part, for early stopping
     epochs: int = 300
     patience: int = 15
+    warm_patience: int = 3  # when continuing from the previous build's heads (incremental rebuild)
     lr: float = 3e-3
     weight_decay: float = 1e-4
     batch_size: int = 512

@@ -65,6 +65,22 @@ class AttributeHeads(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {h: layer(x) for h, layer in self.heads.items()}
 
+    @torch.no_grad()
+    def warm_from(self, previous: "AttributeHeads") -> int:
+        """Copy the weights of every class the previous heads knew (matched by name, whatever its position). Returns how many."""
+        copied = 0
+        for h, layer in self.heads.items():
+            old_index = {c: i for i, c in enumerate(previous.vocabs.get(h, []))}
+            old = previous.heads[h] if h in previous.heads else None
+            if old is None or old.in_features != layer.in_features:
+                continue
+            for i, c in enumerate(self.vocabs[h]):
+                if c in old_index:
+                    layer.weight[i] = old.weight[old_index[c]]
+                    layer.bias[i] = old.bias[old_index[c]]
+                    copied += 1
+        return copied
+
     @torch.inference_mode()
     def predict_proba(self, emb: np.ndarray) -> dict[str, np.ndarray]:
         logits = self(torch.from_numpy(np.asarray(emb, dtype=np.float32)))
@@ -80,14 +96,17 @@ def _loss(heads: AttributeHeads, x: torch.Tensor, y: dict[str, torch.Tensor]) ->
 def train_heads(emb: np.ndarray, codes: dict[str, np.ndarray], vocabs: Vocabs, cfg: HeadsConfig, seed: int = 0,
                 progress: Progress = silent, init: AttributeHeads | None = None) -> tuple[AttributeHeads, dict]:
     """Train all heads jointly with cross-entropy and early stopping on a stratified validation slice.
-    `init` (heads of a previous build with the same classes) makes an incremental rebuild converge in a few epochs."""
+    `init` (the previous build's heads; classes matched by name) makes an incremental rebuild converge in a few epochs."""
     torch.manual_seed(seed)
     fit, val = stratified_split(codes["item_type"], cfg.val_fraction, seed)
     x = torch.from_numpy(emb.astype(np.float32))
     y = {h: torch.from_numpy(c) for h, c in codes.items()}
     heads = AttributeHeads(emb.shape[1], vocabs)
-    if init is not None:
-        heads.load_state_dict(init.state_dict())
+    patience = cfg.patience
+    if init is not None and heads.warm_from(init):
+        patience = min(patience, cfg.warm_patience)  # already near the optimum: stop sooner when it stops improving
+    else:
+        init = None
     opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     best, best_state, since, history = float("inf"), copy.deepcopy(heads.state_dict()), 0, []
@@ -112,7 +131,7 @@ def train_heads(emb: np.ndarray, codes: dict[str, np.ndarray], vocabs: Vocabs, c
             best, best_state, since = val_loss, copy.deepcopy(heads.state_dict()), 0
         else:
             since += 1
-            if since >= cfg.patience:
+            if since >= patience:
                 progress("heads", cfg.epochs, cfg.epochs)  # stopped early: close the stage
                 break
     heads.load_state_dict(best_state)

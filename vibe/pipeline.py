@@ -79,11 +79,11 @@ def _previous_items(workdir: Path) -> pd.DataFrame | None:
         return None
 
 
-def _warm_start(workdir: Path, fingerprint: str, vocabs: dict):
-    """(heads, projection) of the previous build when it used the same backbone and the same classes, else None."""
+def _warm_start(workdir: Path, fingerprint: str):
+    """(heads, projection) of the previous build when it used the same backbone, else None."""
     try:
         prev = read_manifest(workdir)
-        if prev["backbone"]["fingerprint"] != fingerprint or prev["vocabs"] != vocabs:
+        if prev["backbone"]["fingerprint"] != fingerprint:
             return None
         folder = current_link(workdir)
         return load_heads(folder / "heads.safetensors"), load_projection(folder / "projection.safetensors")
@@ -128,9 +128,9 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         # held-out by a salted hash of the id: an item stays held out across rebuilds, so warm-started heads never saw it
         is_held = items["id"].map(lambda i: in_holdout(i, cfg.heads.heldout_fraction, salt="heads")).to_numpy()
         keep, held = np.flatnonzero(~is_held), np.flatnonzero(is_held)
-        warm = _warm_start(workdir, encoder.fingerprint, vocabs)
+        warm = _warm_start(workdir, encoder.fingerprint)
         if warm:
-            log("warm start: heads and projection continue from the previous build (same backbone and classes)")
+            log("warm start: heads and projection continue from the previous build (same backbone)")
         heads, head_info = train_heads(emb[keep], {h: c[keep] for h, c in codes.items()}, vocabs, cfg.heads, cfg.seed, progress,
                                        init=warm[0] if warm else None)
         probs = heads.predict_proba(emb)
