@@ -71,6 +71,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resolution", type=int, default=None, help="input side in pixels (default from MiniConfig)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    bn = sub.add_parser("bench", help="measure every stage against its physical limit and the prototype's way",
+                        description="Embedding pipeline vs bare forward, fast path vs the prototype, query latency on a 44,000-item index, "
+                                    "incremental rebuild, UMAP, and peak memory of a 44,000-item build, in one run (a few minutes).")
+    bn.add_argument("--json", action="store_true", help="print one JSON object")
+    bn.add_argument("--quick", action="store_true", help="a tiny configuration (seconds; what the tests run)")
+    bn.add_argument("--backbone", default=None, help="default: vit-b32-random (FashionCLIP's architecture and cost, random weights)")
+
     s = sub.add_parser("status", help="what is built in the workdir")
     _workdir(s)
     return ap
@@ -179,6 +186,27 @@ def cmd_train_backbone(a) -> int:
     return 0
 
 
+def cmd_bench(a) -> int:
+    from dataclasses import replace
+
+    from .bench import KEYS, BenchConfig, run
+
+    cfg = BenchConfig.quick() if a.quick else BenchConfig()
+    if a.backbone:
+        cfg = replace(cfg, backbone=a.backbone)
+    progress = _progress(False)
+    result = run(cfg, progress=progress)
+    progress.close()
+    if a.json:
+        print(json.dumps({k: result[k] for k in (*KEYS, "machine")}))
+        return 0
+    for k in KEYS:
+        print(f"{k:<34} {result[k]:.4g}")
+    print(json.dumps(result["machine"]))
+    print(json.dumps(result["details"], default=str))
+    return 0
+
+
 def cmd_status(a) -> int:
     from .artifacts import status
 
@@ -191,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     try:
         return {"build": cmd_build, "find": cmd_find, "eval": cmd_eval, "status": cmd_status,
-                "train-backbone": cmd_train_backbone}[a.command](a)
+                "train-backbone": cmd_train_backbone, "bench": cmd_bench}[a.command](a)
     except VibeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,278 @@
+"""`python -m vibe bench`: every stage against its physical limit and against the prototype's way, measured in one run."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .backbone import Encoder, l2_normalize
+from .progress import Progress, silent
+
+KEYS = ("embed_pipeline_vs_forward", "fast_path_speedup_vs_prototype", "fast_path_min_cosine", "query_p50_ms",
+        "query_p95_ms", "query_p50_over_forward", "incremental_1pct_over_full", "umap_cached_load_s",
+        "umap_fresh_44k_s", "peak_rss_gb")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes of each measurement; `quick()` is the tiny configuration the test suite runs."""
+
+    backbone: str = "vit-b32-random"  # FashionCLIP's architecture with random weights: exactly its cost, no download
+    n_images: int = 160  # images through the embedding path (five batches)
+    batch_size: int = 32
+    index_size: int = 44_000  # the full Kaggle catalogue
+    n_queries: int = 30
+    incremental_base: int = 400  # items of the full build in the incremental measurement
+    umap_points: int = 44_000
+    rss_items: int = 44_000
+    repeats: int = 3
+
+    @classmethod
+    def quick(cls) -> "BenchConfig":
+        return cls(backbone="tiny-random", n_images=16, batch_size=8, index_size=2_000, n_queries=5,
+                   incremental_base=100, umap_points=300, rss_items=300, repeats=1)
+
+
+def _timeit(fn, repeat: int = 1) -> float:
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t0) / repeat
+
+
+def _real_images() -> tuple[Path, pd.DataFrame]:
+    from .catalog import load_catalog
+    from .config import REPO_ROOT, SAMPLE_DATA
+
+    shared = REPO_ROOT.parent / "shared" / "data" / "fashion-small"
+    root = shared if (shared / "styles.csv").is_file() else SAMPLE_DATA
+    items = load_catalog(root).items
+    return root, items
+
+
+def _catalog_dir(dst: Path, root: Path, items, unique_tag: str = "") -> Path:
+    """A catalogue folder of the given items (files hard-linked, or copied with a unique trailer so each is a new image)."""
+    (dst / "images").mkdir(parents=True, exist_ok=True)
+    for item_id, path in zip(items["id"], items["path"]):
+        target = dst / "images" / f"{item_id}.jpg"
+        if target.exists():
+            continue
+        if unique_tag:
+            # JPEG decoders ignore bytes after the end marker: distinct content, same picture
+            target.write_bytes((root / path).read_bytes() + f"{unique_tag}{item_id}".encode())
+        else:
+            os.link(root / path, target)
+    header = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName"
+    rows = [",".join(["" if v is None or v != v else str(v).replace(",", " ") for v in
+                      (r.id, r.gender, "", "", r.item_type, r.colour, r.season, "", r.style, r.name)]) for r in items.itertuples()]
+    (dst / "styles.csv").write_text("\n".join([header, *rows]) + "\n")
+    return dst
+
+
+def _grown(base: np.ndarray, n: int, seed: int = 0, noise: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+    """n vectors: real embeddings repeated with small Gaussian perturbations (and which base row each came from)."""
+    rng = np.random.default_rng(seed)
+    src = np.arange(n) % len(base)
+    return l2_normalize(base[src] + rng.normal(scale=noise, size=(n, base.shape[1])).astype(np.float32)), src
+
+
+def _in_memory_artifacts(emb: np.ndarray, items, encoder: Encoder):
+    """An Artifacts built in memory over `emb` (heads and projection trained briefly: their cost, not their quality, matters)."""
+    from .artifacts import Artifacts
+    from .config import HEADS, HeadsConfig, ProjectionConfig
+    from .heads import build_vocabularies, encode_labels, train_heads
+    from .index import VectorIndex
+    from .projection import mine_triplets, train_projection
+
+    vocabs = build_vocabularies(items, 10)
+    codes = encode_labels(items, vocabs)
+    heads, _ = train_heads(emb, codes, vocabs, HeadsConfig(epochs=3, patience=1))
+    rng = np.random.default_rng(0)
+    rows = np.arange(len(items))
+    proj, _ = train_projection(emb, lambda e: mine_triplets(codes, rows, vocabs["gender"], 1, rng), ProjectionConfig(epochs=1))
+    table = items.assign(**{f"{h}_code": codes[h] for h in HEADS}, hash=[f"bench{i}" for i in range(len(items))],
+                         split="train")
+    manifest = {"backbone": encoder.info(), "n_items": len(items), "vocabs": vocabs, "catalog": {"root": "."}}
+    return Artifacts(path=Path(tempfile.gettempdir()) / "bench" / "builds" / "x", manifest=manifest, items=table,
+                     clip=VectorIndex.build(emb), style=VectorIndex.build(proj.project(emb)), heads=heads, projection=proj,
+                     metrics={})
+
+
+def _prototype_embed(encoder: Encoder, paths: list[Path], batch_size: int) -> np.ndarray:
+    """The prototype's way: CLIPProcessor on PIL images, fp32 forward, per batch of 32."""
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    pre = encoder.preprocess  # the same sizes and statistics, through transformers' own (PIL) processor
+    processor = CLIPImageProcessor(size={"shortest_edge": pre.size}, crop_size={"height": pre.crop, "width": pre.crop},
+                                   image_mean=list(pre.mean), image_std=list(pre.std), resample=pre.resample)
+    out = []
+    for start in range(0, len(paths), batch_size):
+        images = [Image.open(p).convert("RGB") for p in paths[start:start + batch_size]]
+        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            out.append(l2_normalize(encoder._forward(pixels)).numpy())
+    return np.concatenate(out)
+
+
+def _rss_child(catalog: str, workdir: str, backbone: str) -> None:
+    """Run in a fresh process: one build of the big catalogue, then print this process's peak RSS."""
+    from .config import BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig
+    from .pipeline import build
+
+    # epochs do not change the memory a build needs, only its time
+    build(BuildConfig(catalog=CatalogConfig(root=Path(catalog)), backbone=backbone, workdir=Path(workdir),
+                      heads=HeadsConfig(epochs=2, patience=1), projection=ProjectionConfig(epochs=1)))
+    # VmHWM is this process's own peak; ru_maxrss would include the parent's, inherited across exec
+    hwm_kb = int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+    print(json.dumps({"peak_rss_gb": hwm_kb / 2**20}))
+
+
+def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent, log=lambda line: None) -> dict:
+    """All figures in one run. Returns the documented keys plus `machine` and `details`."""
+    from .config import BuildConfig, CatalogConfig
+    from .pipeline import build
+    from .retrieve import Matcher
+    from .store import EmbeddingStore, embed_files
+    from .views import layout
+
+    steps = 7
+    progress("bench", 0, steps)
+    details: dict = {}
+    root, items = _real_images()
+    encoder = Encoder(cfg.backbone)
+    fp32 = Encoder(cfg.backbone, precision="fp32") if encoder.precision != "fp32" else encoder
+    details["backbone"] = encoder.description
+    details["precision"] = encoder.precision
+    tmp = Path(tempfile.mkdtemp(prefix="vibe-bench-"))
+    try:
+        # 1. the build path against the bare forward pass, same batch size and precision
+        sample = items.iloc[: cfg.n_images]
+        paths = [root / p for p in sample["path"]]
+        crop = getattr(encoder.preprocess, "crop", getattr(encoder.preprocess, "resolution", 224))
+        pixels = torch.rand(cfg.batch_size, 3, crop, crop) * 4 - 2
+        encoder.embed_pixels(pixels)  # warm-up
+        n_batches = max(1, cfg.n_images // cfg.batch_size)
+        fwd, pipe = [], []
+        for rep in range(cfg.repeats):  # interleaved and repeated: a shared machine drifts by 10-20 % between runs
+            fwd.append(_timeit(lambda: encoder.embed_pixels(pixels), n_batches) / cfg.batch_size)
+            store = EmbeddingStore(tmp / f"cache{rep}", encoder.fingerprint, encoder.dim)
+            t = time.perf_counter()
+            fast_emb, _, _ = embed_files(encoder, paths, store, cfg.batch_size)
+            pipe.append((time.perf_counter() - t) / len(paths))
+        forward_ips, pipeline_ips = 1 / float(np.median(fwd)), 1 / float(np.median(pipe))
+        details |= {"forward_images_per_s": forward_ips, "pipeline_images_per_s": pipeline_ips}
+        progress("bench", 1, steps)
+
+        # 2. the fast path against the prototype's CLIPProcessor + fp32
+        t = time.perf_counter()
+        proto = _prototype_embed(fp32, paths, 32)
+        proto_ips = len(paths) / (time.perf_counter() - t)
+        details["prototype_images_per_s"] = proto_ips
+        speedup = pipeline_ips / proto_ips
+        min_cos = float((fast_emb * proto).sum(axis=1).min())
+        progress("bench", 2, steps)
+
+        # 3. one upload -> attributes -> filtered search -> k results, on an index of index_size items
+        grown, src = _grown(fast_emb, cfg.index_size)
+        big_items = sample.iloc[src].reset_index(drop=True).assign(id=np.arange(cfg.index_size) + 10_000_000)
+        art = _in_memory_artifacts(grown, big_items, encoder)
+        matcher = Matcher(art, encoder)
+        queries = [p.read_bytes() for p in [root / q for q in items["path"].iloc[cfg.n_images:cfg.n_images + cfg.n_queries]]]
+        from .images import load_image
+
+        lat, fwd1 = [], []
+        matcher.find(queries[0], mode="combo", k=10)  # warm-up
+        for mode in ("same", "combo"):
+            for q in queries:
+                one = encoder.preprocess(load_image(q))[None]
+                t = time.perf_counter()
+                encoder.embed_pixels(one)  # the physical limit: the forward pass of this very image
+                fwd1.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                matcher.find(q, mode=mode, k=10)  # bytes -> decode -> forward -> heads -> filtered search -> results
+                lat.append(time.perf_counter() - t)
+        p50, p95 = float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
+        forward_1 = float(np.median(fwd1))
+        details["single_image_forward_ms"] = forward_1 * 1000
+        progress("bench", 3, steps)
+
+        # 4. rebuild after adding 1 % new images, over a full build (the real pipeline, real images)
+        base = items.iloc[: cfg.incremental_base]
+        extra = items.iloc[cfg.incremental_base: cfg.incremental_base + max(1, cfg.incremental_base // 100)]
+        cat = _catalog_dir(tmp / "inc", root, base)
+        work = tmp / "inc-work"
+        full_s = _timeit(lambda: build(BuildConfig(catalog=CatalogConfig(root=cat), workdir=work), encoder=encoder))
+        _catalog_dir(tmp / "inc", root, pd.concat([base, extra]))
+        inc_s = _timeit(lambda: build(BuildConfig(catalog=CatalogConfig(root=cat), workdir=work), encoder=encoder))
+        details |= {"full_build_s": full_s, "incremental_build_s": inc_s, "incremental_items": len(extra)}
+        progress("bench", 4, steps)
+
+        # 5. UMAP: fresh on umap_points vectors (after a tiny warm-up run compiles numba), then from the disk cache
+        from .views import compute_layout
+
+        compute_layout(grown[:300])
+        umap_art = art if cfg.umap_points == cfg.index_size else _in_memory_artifacts(*_grown_items(fast_emb, sample, cfg.umap_points), encoder)
+        _, facts = layout(umap_art, "clip", tmp / "views-work", "bench-build")
+        umap_fresh = facts["seconds"]
+        _, facts = layout(umap_art, "clip", tmp / "views-work", "bench-build")
+        umap_cached = facts["seconds"]
+        progress("bench", 5, steps)
+
+        # 6. peak RSS of a build of rss_items items (embeddings pre-cached: the cost measured is everything but the forward)
+        big = sample.iloc[np.arange(cfg.rss_items) % len(sample)].reset_index(drop=True).assign(id=np.arange(cfg.rss_items) + 1)
+        big_dir = _catalog_dir(tmp / "big", root, big, unique_tag="vibe-bench-")
+        big_work = tmp / "big-work"
+        _prefill(big_dir, big, fast_emb, np.arange(cfg.rss_items) % len(sample), EmbeddingStore(big_work / "cache", encoder.fingerprint, encoder.dim))
+        child = subprocess.run([sys.executable, "-c", f"from vibe.bench import _rss_child; _rss_child({str(big_dir)!r}, {str(big_work)!r}, {cfg.backbone!r})"],
+                               capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+        if child.returncode:
+            raise RuntimeError(f"the peak-RSS build failed: {child.stderr[-1500:]}")
+        peak = json.loads(child.stdout.strip().splitlines()[-1])["peak_rss_gb"]
+        progress("bench", 6, steps)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    progress("bench", steps, steps)
+    result = {
+        "embed_pipeline_vs_forward": pipeline_ips / forward_ips,
+        "fast_path_speedup_vs_prototype": speedup,
+        "fast_path_min_cosine": min_cos,
+        "query_p50_ms": p50 * 1000,
+        "query_p95_ms": p95 * 1000,
+        "query_p50_over_forward": p50 / forward_1,
+        "incremental_1pct_over_full": inc_s / full_s,
+        "umap_cached_load_s": umap_cached,
+        "umap_fresh_44k_s": umap_fresh,
+        "peak_rss_gb": peak,
+        "machine": {"cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+                    "cpu_bf16": encoder.precision == "bf16" or details.get("precision") == "bf16",
+                    "threads": torch.get_num_threads()},
+        "details": details | {"config": cfg.__dict__},
+    }
+    return result
+
+
+def _grown_items(base: np.ndarray, sample, n: int):
+    grown, src = _grown(base, n, seed=1)
+    return grown, sample.iloc[src].reset_index(drop=True).assign(id=np.arange(n) + 20_000_000)
+
+
+def _prefill(folder: Path, items, base: np.ndarray, src: np.ndarray, store) -> None:
+    """Put perturbed real embeddings in the cache under each file's content hash (what embedding them would store)."""
+    from .fsutil import content_hash
+
+    keys = [content_hash((folder / "images" / f"{i}.jpg").read_bytes()) for i in items["id"]]
+    emb, _ = _grown(base[src], len(src), seed=2, noise=0.01)
+    store.add(keys, emb)
