@@ -13,6 +13,9 @@ if bundle is None:
     st.stop()
 art = bundle.artifacts
 st.caption(f"Computed on the {art.metrics['n_heldout']} held-out items of this build (a stratified split never trained on).")
+if bundle.encoder.kind == "vibe-mini":
+    st.info("vibe-mini learned from labelled photos itself: if this catalogue holds photos it was trained on, these "
+            "figures are optimistic. The README reports vibe-mini on photos it never saw.")
 st.dataframe(accuracy.summary(art), hide_index=True)
 
 head = st.selectbox("Head", HEADS)

@@ -31,7 +31,8 @@ for column, space in zip(st.columns(len(spaces)), spaces):
         shown = frame.join(art.items[["id", "name", *HEADS]], on="row")
         shown[colour_by] = shown[colour_by].fillna("(missing)")
         fig = px.scatter(shown, x="x", y="y", color=colour_by, hover_name="name", hover_data={h: True for h in HEADS} | {"x": False, "y": False},
-                         custom_data=["row"], title=SPACES[space], render_mode="webgl")
+                         custom_data=["row"], title=SPACES[space], render_mode="webgl",
+                         color_discrete_sequence=px.colors.qualitative.Dark24 + px.colors.qualitative.Light24)
         fig.update_traces(marker={"size": 5, "opacity": 0.8})
         fig.update_layout(height=600, legend={"itemsizing": "constant"}, margin=dict(l=0, r=0, t=40, b=0))
         fig.update_xaxes(visible=False)

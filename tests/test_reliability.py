@@ -1,0 +1,230 @@
+"""Every bad input gets one clear answer, no fault loses data, no file runs code (issue: reliability and safety)."""
+import errno
+import io
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, fast_build_config
+from vibe.artifacts import load_artifacts
+from vibe.bundle import current_build_id
+from vibe.errors import VibeError
+from vibe.images import ImageError, load_image
+
+
+def _jpeg(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+def _png(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+BAD_INPUTS = {
+    "notes.txt": (b"just some text\n", "not an image"),
+    "doc.pdf": (b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n", "not an image"),
+    "logo.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>', "not an image"),
+    "empty.jpg": (b"", "empty file"),
+}
+
+
+def _truncated_jpeg() -> bytes:
+    data = _jpeg(Image.new("RGB", (200, 200), (200, 30, 30)))
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("name", [*BAD_INPUTS, "truncated.jpg"])
+def test_unusable_files_are_one_clear_error(name):
+    data, expected = BAD_INPUTS.get(name, (_truncated_jpeg(), "truncated"))
+    with pytest.raises(ImageError, match=expected) as info:
+        load_image(data, name)
+    assert name in str(info.value) and "\n" not in str(info.value)
+
+
+def test_alpha_png_goes_on_white():
+    im = Image.new("RGBA", (20, 20), (255, 0, 0, 0))
+    im.paste((0, 0, 255, 255), (5, 5, 15, 15))
+    out = load_image(_png(im))
+    assert out.mode == "RGB" and out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((10, 10)) == (0, 0, 255)
+
+
+def test_palette_with_transparency_goes_on_white():
+    im = Image.new("P", (10, 10), 0)
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    im.paste(1, (0, 0, 5, 10))
+    out = load_image(_png(im, transparency=0))
+    assert out.getpixel((8, 5)) == (255, 255, 255) and out.getpixel((2, 5)) == (255, 0, 0)
+
+
+def test_16_bit_greyscale_keeps_its_range():
+    arr = np.linspace(0, 65535, 100, dtype=np.uint16).reshape(10, 10)
+    out = load_image(_png(Image.fromarray(arr)))
+    assert out.mode == "RGB" and out.getpixel((0, 0)) == (0, 0, 0) and out.getpixel((9, 9)) == (255, 255, 255)
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    out = load_image(_jpeg(Image.new("CMYK", (16, 16), (0, 255, 255, 0))))  # pure red in CMYK
+    r, g, b = out.getpixel((8, 8))
+    assert out.mode == "RGB" and r > 200 and g < 60 and b < 60
+
+
+def test_exif_orientation_is_applied():
+    im = Image.new("RGB", (40, 20), (255, 255, 255))
+    im.paste((0, 0, 0), (0, 0, 10, 20))  # black on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    out = load_image(_jpeg(im, exif=exif.tobytes()))
+    assert out.size == (20, 40)
+    assert sum(out.getpixel((10, 3))) < 100  # the black band is now on top
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_animated_images_use_the_first_frame(fmt):
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    r, g, b = load_image(buf.getvalue()).getpixel((8, 8))
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20_000, 20_000)).save(bomb)  # 400 MP of nothing: a few hundred kB on disk
+    # VmHWM: this process's own peak (ru_maxrss would include the pytest parent's, inherited across exec)
+    code = ("import re, sys\nfrom vibe.images import load_image, ImageError\n"
+            "try:\n    load_image(sys.argv[1])\nexcept ImageError as e:\n    print('refused:', e)\n"
+            "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("refused:") and ("bomb" in lines[0] or "MP limit" in lines[0])
+    assert int(lines[-1]) < 400_000  # kB: far below the 1.2 GB that decoding 400 MP of RGB would take
+
+
+def test_a_pickled_checkpoint_never_runs(tmp_path, tiny_clip_dir):
+    import shutil
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    folder = tmp_path / "evil-clip"
+    shutil.copytree(tiny_clip_dir, folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weights": Payload()}))
+    from vibe import Encoder
+
+    with pytest.raises(VibeError):
+        Encoder(str(folder))
+    assert not marker.exists()
+
+
+def _run_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "vibe", *args], cwd=REPO, capture_output=True, text=True, timeout=600, **kw)
+
+
+@pytest.mark.parametrize("name", [*BAD_INPUTS, "truncated.jpg"])
+def test_find_on_bad_input_exits_with_one_line(built, tmp_path, name):
+    workdir, _ = built
+    data = BAD_INPUTS.get(name, (_truncated_jpeg(),))[0]
+    (tmp_path / name).write_bytes(data)
+    r = _run_cli("find", str(tmp_path / name), "--workdir", str(workdir))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_curated_triplets_naming_unknown_ids_or_outside_paths_fail_the_build_clearly(small_catalog, tmp_path):
+    bad = tmp_path / "triplets.csv"
+    bad.write_text("anchor,positive,negative\n999999999,1,2\n../../etc/passwd,1,2\n")
+    r = _run_cli("build", "--data", str(small_catalog), "--backbone", "tiny-random", "--workdir", str(tmp_path / "w"),
+                 "--triplets", str(bad), "--quiet", "--head-epochs", "5", "--projection-epochs", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "line 2: 999999999" in r.stderr and "line 3: ../../etc/passwd" in r.stderr
+
+
+def test_a_second_build_is_refused_while_one_runs(built, small_catalog):
+    from filelock import FileLock
+
+    workdir, _ = built
+    with FileLock(str(workdir / "build.lock")):
+        r = _run_cli("build", "--data", str(small_catalog), "--backbone", "tiny-random", "--workdir", str(workdir), "--quiet")
+    assert r.returncode == 2 and "Another build is already running" in r.stderr
+
+
+def test_kill_9_mid_build_keeps_the_previous_build_and_the_next_build_starts(small_catalog, tmp_path):
+    from vibe.pipeline import build
+
+    workdir = tmp_path / "w"
+    build(fast_build_config(small_catalog, workdir))
+    before = current_build_id(workdir)
+    # a slow build (many projection epochs), killed while it trains
+    proc = subprocess.Popen([sys.executable, "-m", "vibe", "build", "--data", str(small_catalog), "--backbone", "tiny-random",
+                             "--workdir", str(workdir), "--projection-epochs", "100000", "--head-epochs", "5"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.time() + 120
+    while "projection" not in seen and time.time() < deadline:
+        seen += proc.stderr.read(64)
+    assert "projection" in seen
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert current_build_id(workdir) == before
+    art = load_artifacts(workdir)  # every file still matches its manifest
+    assert len(art.items) > 0
+    result = build(fast_build_config(small_catalog, workdir))  # the stale lock does not block it
+    assert current_build_id(workdir) != before and result.embedded == 0
+
+
+def test_disk_full_while_writing_keeps_the_previous_build(built, small_catalog, tmp_path, monkeypatch):
+    import shutil
+
+    import faiss
+
+    from vibe.pipeline import build
+
+    workdir = tmp_path / "w"
+    shutil.copytree(built[0], workdir, symlinks=True)
+    before = current_build_id(workdir)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(faiss, "write_index", full)
+    with pytest.raises(VibeError, match="No space left on device.*previous build is untouched"):
+        build(fast_build_config(small_catalog, workdir))
+    assert current_build_id(workdir) == before
+    assert not list(workdir.glob(".staging-*"))
+    load_artifacts(workdir)
+
+
+def test_dashboard_shows_an_error_box_for_every_bad_upload(built, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("VIBE_WORKDIR", str(built[0]))
+    monkeypatch.chdir(REPO)
+    at = AppTest.from_file(str(REPO / "Home.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/1_Find_matches.py")
+    at.run()
+    for name in [*BAD_INPUTS, "truncated.jpg"]:
+        data = BAD_INPUTS.get(name, (_truncated_jpeg(),))[0]
+        name = Path(name).stem + ".jpg"  # the uploader only takes image extensions: these pretend to be photos
+        at.file_uploader[0].set_value((name, data, "image/jpeg"))
+        at.run()
+        assert not at.exception, name
+        assert len(at.error) == 1 and name in at.error[0].value, (name, [e.value for e in at.error])
