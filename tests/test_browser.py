@@ -78,7 +78,7 @@ def test_every_page_in_chromium(server):
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page = browser.new_page(viewport={"width": 1400, "height": 2000})  # Streamlit scrolls inside the page: a tall viewport shows it all
         for path, title in PAGES:
             page.goto(f"{server}/{path}", wait_until="domcontentloaded")
             page.get_by_role("heading", name=title).first.wait_for(timeout=120_000)
