@@ -1,15 +1,11 @@
 """Find matches: upload a photo or pick a catalogue item; same item (strict) or style combo (mix & match)."""
 import streamlit as st
 
-from pages.ui.common import badge, get_bundle, guard, page_setup, thumbnail_grid
+from pages.ui.common import guard, page_with_bundle, thumbnail_grid
 
 MODES = {"Same item (strict)": "same", "Style combo (mix & match)": "combo"}
 
-page_setup("Find matches")
-bundle = get_bundle()
-badge(bundle)
-if bundle is None:
-    st.stop()
+bundle = page_with_bundle("Find matches")
 items = bundle.artifacts.items
 root = bundle.artifacts.catalog_root
 

@@ -2,15 +2,11 @@
 import plotly.express as px
 import streamlit as st
 
-from pages.ui.common import badge, get_bundle, guard, page_setup, thumbnail_grid
+from pages.ui.common import guard, page_with_bundle, thumbnail_grid
 from vibe import accuracy
 from vibe.config import HEADS
 
-page_setup("Head accuracy")
-bundle = get_bundle()
-badge(bundle)
-if bundle is None:
-    st.stop()
+bundle = page_with_bundle("Head accuracy")
 art = bundle.artifacts
 st.caption(f"Computed on the {art.metrics['n_heldout']} held-out items of this build (a stratified split never trained on).")
 if bundle.encoder.kind == "vibe-mini":

@@ -2,15 +2,11 @@
 import plotly.express as px
 import streamlit as st
 
-from pages.ui.common import badge, get_bundle, guard, page_setup, thumbnail_grid
+from pages.ui.common import guard, page_with_bundle, thumbnail_grid
 from vibe.config import HEADS
 from vibe.views import SPACES, layout
 
-page_setup("Embedding space")
-bundle = get_bundle()
-badge(bundle)
-if bundle is None:
-    st.stop()
+bundle = page_with_bundle("Embedding space")
 art = bundle.artifacts
 
 

@@ -53,3 +53,29 @@ def content_hash(data: bytes) -> str:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def save_module(path: Path, module, meta: dict[str, str]) -> None:
+    """A torch module's weights as safetensors (atomically), with string metadata that describes how to rebuild it."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp), metadata=meta)
+
+
+def load_module(path: Path, make, what: str):
+    """Rebuild a module with `make(metadata)` and load its safetensors weights: loading never runs code.
+    Any failure (not safetensors, a pickle, truncated, wrong shapes) is one clear VibeError."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from .errors import VibeError
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        module = make(meta)
+        module.load_state_dict(load_file(str(path)))
+    except Exception as e:  # noqa: BLE001 - whatever went wrong, this is not a checkpoint we wrote
+        raise VibeError(f"{path} is not a valid {what} checkpoint ({type(e).__name__}); rebuild with `python -m vibe build`.") from None
+    return module.eval()

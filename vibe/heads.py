@@ -10,13 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from sklearn.model_selection import train_test_split
 
 from .config import HEADS, OTHER, HeadsConfig
-from .errors import VibeError
-from .fsutil import atomic_path
+from .fsutil import load_module, save_module
 from .progress import Progress, silent
 
 Vocabs = dict[str, list[str]]
@@ -160,21 +158,9 @@ def evaluate_head(y_true: np.ndarray, y_pred: np.ndarray, vocab: list[str]) -> d
 
 
 def save_heads(path: Path, heads: AttributeHeads) -> None:
-    meta = {"vocabs": json.dumps(heads.vocabs), "dim": str(heads.dim), "format": "vibe-heads-1"}
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, str(tmp), metadata=meta)
+    save_module(path, heads, {"vocabs": json.dumps(heads.vocabs), "dim": str(heads.dim), "format": "vibe-heads-1"})
 
 
 def load_heads(path: Path) -> AttributeHeads:
     """Load heads from safetensors (no code runs); the vocabularies travel in its metadata."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-        heads = AttributeHeads(int(meta["dim"]), json.loads(meta["vocabs"]))
-        heads.load_state_dict(state)
-    except Exception as e:  # noqa: BLE001 - any failure here means the file is not a heads checkpoint we wrote
-        raise VibeError(f"{path} is not a valid heads checkpoint ({type(e).__name__}); rebuild with `python -m vibe build`.") from None
-    return heads.eval()
+    return load_module(path, lambda meta: AttributeHeads(int(meta["dim"]), json.loads(meta["vocabs"])), "heads")

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .backbone import bf16_native
 from .catalog import load_catalog
 from .config import HEADS, CatalogConfig
 from .errors import VibeError
-from .fsutil import atomic_path, write_json
+from .fsutil import save_module, write_json
 from .heads import build_vocabularies, encode_labels, stratified_split
 from .images import load_image
 from .progress import Progress, silent
@@ -199,8 +199,7 @@ def _accuracy(net, heads, logits, x: torch.Tensor, y: dict[str, torch.Tensor]) -
 def save_mini(out_dir: Path, net: MiniNet, cfg: MiniConfig, info: dict) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata={"format": "vibe-mini-1"})
+    save_module(out_dir / WEIGHTS_FILE, net, {"format": "vibe-mini-1"})
     write_json(out_dir / CONFIG_FILE, {"kind": "vibe-mini", "config": asdict(cfg), **info})
 
 

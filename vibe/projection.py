@@ -8,13 +8,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
 from .backbone import l2_normalize
 from .config import ProjectionConfig
 from .errors import VibeError
-from .fsutil import atomic_path
+from .fsutil import load_module, save_module
 from .progress import Progress, silent
 
 UNISEX = "Unisex"
@@ -135,17 +133,9 @@ def train_projection(emb: np.ndarray, sample_triplets: Callable[[int], np.ndarra
 
 
 def save_projection(path: Path, head: ProjectionHead) -> None:
-    meta = {"dim_in": str(head.dim_in), "dim_out": str(head.dim_out), "hidden": str(head.hidden), "format": "vibe-projection-1"}
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp), metadata=meta)
+    save_module(path, head, {"dim_in": str(head.dim_in), "dim_out": str(head.dim_out), "hidden": str(head.hidden),
+                             "format": "vibe-projection-1"})
 
 
 def load_projection(path: Path) -> ProjectionHead:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        head = ProjectionHead(int(meta["dim_in"]), int(meta["dim_out"]), int(meta["hidden"]))
-        head.load_state_dict(load_file(str(path)))
-    except Exception as e:  # noqa: BLE001 - any failure means this is not a projection checkpoint we wrote
-        raise VibeError(f"{path} is not a valid projection checkpoint ({type(e).__name__}); rebuild with `python -m vibe build`.") from None
-    return head.eval()
+    return load_module(path, lambda m: ProjectionHead(int(m["dim_in"]), int(m["dim_out"]), int(m["hidden"])), "projection")

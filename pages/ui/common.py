@@ -61,6 +61,16 @@ def get_bundle() -> Bundle | None:
         return None
 
 
+def page_with_bundle(title: str) -> Bundle:
+    """The top of every analysis page: title, the bundle and its badge; stops the page (after saying why) without one."""
+    page_setup(title)
+    bundle = get_bundle()
+    badge(bundle)
+    if bundle is None:
+        st.stop()
+    return bundle
+
+
 def badge(bundle: Bundle | None = None) -> None:
     """Which backbone is active and when the artifacts were built, on every page."""
     if bundle is None:
