@@ -225,9 +225,11 @@ def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent, log=lambd
 
         compute_layout(grown[:300])
         umap_art = art if cfg.umap_points == cfg.index_size else _in_memory_artifacts(*_grown_items(fast_emb, sample, cfg.umap_points), encoder)
-        _, facts = layout(umap_art, "clip", tmp / "views-work", "bench-build")
+        # every point, not the dashboard's 20,000-point sample
+        _, facts = layout(umap_art, "clip", tmp / "views-work", "bench-build", max_points=cfg.umap_points)
         umap_fresh = facts["seconds"]
-        _, facts = layout(umap_art, "clip", tmp / "views-work", "bench-build")
+        details["umap_points"] = facts["n_shown"]
+        _, facts = layout(umap_art, "clip", tmp / "views-work", "bench-build", max_points=cfg.umap_points)
         umap_cached = facts["seconds"]
         progress("bench", 5, steps)
 
