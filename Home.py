@@ -40,7 +40,7 @@ shown = counts.head(25)
 fig = px.bar(x=shown.values, y=shown.index, orientation="h", labels={"x": "items", "y": head})
 fig.update_layout(yaxis={"autorange": "reversed"}, height=max(300, 22 * len(shown)), margin=dict(l=0, r=0, t=10, b=0))
 st.plotly_chart(fig)
-st.caption(f"{len(counts)} {head} values" + (f"; the 25 most frequent are shown" if len(counts) > 25 else ""))
+st.caption(f"{len(counts)} {head} values" + ("; the 25 most frequent are shown" if len(counts) > 25 else ""))
 
 st.subheader("Pages")
 st.page_link("pages/1_Find_matches.py", label="Find matches: upload a photo, get the same item or a style combo", icon="🔎")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import REPO, fast_build_config
+from conftest import REPO
 from vibe.artifacts import load_artifacts
 from vibe.config import HEADS
 

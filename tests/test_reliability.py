@@ -1,7 +1,6 @@
 """Every bad input gets one clear answer, no fault loses data, no file runs code (issue: reliability and safety)."""
 import errno
 import io
-import json
 import os
 import pickle
 import signal

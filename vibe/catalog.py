@@ -5,7 +5,6 @@ import csv
 import hashlib
 import io
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,7 +202,3 @@ def catalog_signature(root: Path) -> str:
     except OSError:
         return ""
     return h.hexdigest()
-
-
-def label_counts(items: pd.DataFrame, attr: str) -> Counter:
-    return Counter(items[attr].dropna())

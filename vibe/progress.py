@@ -1,7 +1,7 @@
 """Progress reporting shared by the CLI (tqdm) and the dashboard (st.progress)."""
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Protocol
 
 
 class Progress(Protocol):
@@ -39,8 +39,3 @@ class TqdmProgress:
             self._bar.close()
         self._bar = None
         self._stage = None
-
-
-def scaled(progress: Progress, stage: str) -> Callable[[int, int], None]:
-    """Bind a stage name, so inner loops report `(done, total)` only."""
-    return lambda done, total: progress(stage, done, total)
