@@ -12,7 +12,7 @@ state = artifact_status()
 bundle = get_bundle() if state["built"] else None
 if not state["built"]:
     st.info(f"No artifacts in `{workdir()}` yet: build them once (about a minute on the sample catalogue).")
-    st.page_link(REBUILD_PAGE, label="Go to Rebuild index", icon="🔧")
+    st.page_link(REBUILD_PAGE, label="Go to Rebuild index", icon=":material/build:")
     st.stop()
 badge(bundle)
 if bundle is None:
@@ -26,10 +26,10 @@ c3.metric("Built", state["created_at"].replace("T", " ")[:16])
 st.caption(f"Catalogue: `{state['catalog']}` · artifacts: `{art.path}`")
 if not state["catalog_exists"]:
     st.warning("The catalogue folder of this build is gone: thumbnails will be missing. Rebuild with a catalogue that exists.")
-    st.page_link(REBUILD_PAGE, label="Rebuild index", icon="🔧")
+    st.page_link(REBUILD_PAGE, label="Rebuild index", icon=":material/build:")
 elif state["stale"]:
     st.warning("The catalogue changed since this build (styles.csv or images): matches do not include the changes yet.")
-    st.page_link(REBUILD_PAGE, label="Rebuild index", icon="🔧")
+    st.page_link(REBUILD_PAGE, label="Rebuild index", icon=":material/build:")
 else:
     st.success("Artifacts are up to date with the catalogue.")
 
@@ -43,7 +43,7 @@ st.plotly_chart(fig)
 st.caption(f"{len(counts)} {head} values" + ("; the 25 most frequent are shown" if len(counts) > 25 else ""))
 
 st.subheader("Pages")
-st.page_link("pages/1_Find_matches.py", label="Find matches: upload a photo, get the same item or a style combo", icon="🔎")
-st.page_link("pages/2_Head_accuracy.py", label="Head accuracy: confusion matrices and per-class metrics", icon="🎯")
-st.page_link("pages/3_Embedding_space.py", label="Embedding space: UMAP of the 512-D and 256-D spaces", icon="🗺️")
-st.page_link(REBUILD_PAGE, label="Rebuild index: embeddings, heads and indexes", icon="🔧")
+st.page_link("pages/1_Find_matches.py", label="Find matches: upload a photo, get the same item or a style combo", icon=":material/search:")
+st.page_link("pages/2_Head_accuracy.py", label="Head accuracy: confusion matrices and per-class metrics", icon=":material/grid_on:")
+st.page_link("pages/3_Embedding_space.py", label="Embedding space: UMAP of the 512-D and 256-D spaces", icon=":material/scatter_plot:")
+st.page_link(REBUILD_PAGE, label="Rebuild index: embeddings, heads and indexes", icon=":material/build:")

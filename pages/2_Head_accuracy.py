@@ -8,7 +8,7 @@ from vibe.config import HEADS
 
 bundle = page_with_bundle("Head accuracy")
 art = bundle.artifacts
-st.caption(f"Computed on the {art.metrics['n_heldout']} held-out items of this build (a stratified split never trained on).")
+st.caption(f"Computed on the {art.metrics['n_heldout']} held-out items of this build (chosen by a hash of the item id; never trained on).")
 if bundle.encoder.kind == "vibe-mini":
     st.info("vibe-mini learned from labelled photos itself: if this catalogue holds photos it was trained on, these "
             "figures are optimistic. The README reports vibe-mini on photos it never saw.")

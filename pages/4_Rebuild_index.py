@@ -56,4 +56,4 @@ if go:
             with st.expander("Skipped images and why"):
                 st.dataframe([{"id": i, "reason": why} for i, why in result.failed], hide_index=True)
         st.caption("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
-        st.page_link("pages/1_Find_matches.py", label="Find matches with the new index", icon="🔎")
+        st.page_link("pages/1_Find_matches.py", label="Find matches with the new index", icon=":material/search:")

@@ -51,13 +51,13 @@ def get_bundle() -> Bundle | None:
     build_id = current_build_id(wd)
     if build_id is None:
         st.info(f"Nothing is built in `{wd}` yet.")
-        st.page_link(REBUILD_PAGE, label="Build the index", icon="🔧")
+        st.page_link(REBUILD_PAGE, label="Build the index", icon=":material/build:")
         return None
     try:
         return _bundle(str(wd), build_id)
     except VibeError as e:
         st.error(str(e))
-        st.page_link(REBUILD_PAGE, label="Rebuild the index", icon="🔧")
+        st.page_link(REBUILD_PAGE, label="Rebuild the index", icon=":material/build:")
         return None
 
 
