@@ -79,3 +79,11 @@ def test_every_command_has_help():
     for cmd in ("build", "find", "eval", "status"):
         r = _run(cmd, "--help")
         assert r.returncode == 0 and "usage:" in r.stdout
+
+
+def test_build_with_a_curated_triplets_csv(small_catalog, tmp_path, capsys):
+    ids = load_catalog(small_catalog).items["id"].tolist()
+    csv = tmp_path / "triplets.csv"
+    csv.write_text("anchor,positive,negative\n" + "".join(f"{ids[i]},{ids[i + 1]},{ids[i + 2]}\n" for i in range(0, 60, 3)))
+    assert main(["build", "--data", str(small_catalog), "--workdir", str(tmp_path / "w"), "--triplets", str(csv), *FAST]) == 0
+    assert "triplets: 20 curated" in capsys.readouterr().err

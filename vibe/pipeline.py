@@ -121,6 +121,8 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         if len(items) < 10:
             raise VibeError(f"Only {len(items)} readable images in {catalog.root}: a build needs at least 10.")
         timings["embed"] = time.perf_counter() - t0
+        # curated triplets are checked before any training, so a bad file fails fast
+        fixed = read_triplets_csv(cfg.projection.triplets_csv, items, catalog.root) if cfg.projection.triplets_csv else None
 
         t0 = time.perf_counter()
         vocabs = build_vocabularies(items, cfg.heads.min_class_count)
@@ -141,8 +143,7 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
 
         t0 = time.perf_counter()
         rng = np.random.default_rng(cfg.seed)
-        if cfg.projection.triplets_csv:
-            fixed = read_triplets_csv(cfg.projection.triplets_csv, items, catalog.root)
+        if fixed is not None:
             log(f"triplets: {len(fixed)} curated from {cfg.projection.triplets_csv}")
             sample = lambda epoch: fixed[rng.permutation(len(fixed))]  # noqa: E731
         else:
@@ -183,15 +184,11 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         except BaseException:
             remove_tree(staging)
             raise
-    added = removed = changed = len(table)
-    if previous is not None:
-        old = dict(zip(previous["id"], previous["hash"]))
-        new = dict(zip(table["id"], table["hash"]))
-        added = sum(i not in old for i in new)
-        removed = sum(i not in new for i in old)
-        changed = sum(i in old and old[i] != h for i, h in new.items())
-    else:
-        removed = changed = 0
+    old = dict(zip(previous["id"], previous["hash"])) if previous is not None else {}
+    new = dict(zip(table["id"], table["hash"]))
+    added = sum(i not in old for i in new)
+    removed = sum(i not in new for i in old)
+    changed = sum(i in old and old[i] != h for i, h in new.items())
     return BuildResult(path=final, n_items=len(table), backbone=encoder.info(), catalog_report=catalog.report.to_dict(),
                        embedded=stats.embedded, reused=stats.reused, failed=[(int(catalog.items["id"].iat[r]), m) for r, m in stats.failed],
                        added=added, removed=removed, changed=changed, timings=timings,
