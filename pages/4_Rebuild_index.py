@@ -26,7 +26,6 @@ with st.form("rebuild"):
 
 if go:
     bars: dict[str, st.delta_generator.DeltaGenerator] = {}
-    log_lines: list[str] = []
 
     def progress(stage: str, done: int, total: int) -> None:
         if stage not in bars:
@@ -36,7 +35,7 @@ if go:
     try:
         with st.status("Building…", expanded=True) as box:
             result = build(BuildConfig(catalog=CatalogConfig(root=data, subset=subset), backbone=backbone, workdir=workdir()),
-                           progress=progress, log=lambda line: (log_lines.append(line), st.text(line)))
+                           progress=progress, log=st.text)
             box.update(label="Build finished", state="complete", expanded=False)
     except VibeError as e:
         st.error(str(e))

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .backbone import Encoder, l2_normalize
+from .backbone import Encoder, bf16_native, l2_normalize
 from .progress import Progress, silent
 
 KEYS = ("embed_pipeline_vs_forward", "fast_path_speedup_vs_prototype", "fast_path_min_cosine", "query_p50_ms",
@@ -140,7 +140,7 @@ def _rss_child(catalog: str, workdir: str, backbone: str) -> None:
     print(json.dumps({"peak_rss_gb": hwm_kb / 2**20}))
 
 
-def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent, log=lambda line: None) -> dict:
+def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent) -> dict:
     """All figures in one run. Returns the documented keys plus `machine` and `details`."""
     from .config import BuildConfig, CatalogConfig
     from .pipeline import build
@@ -259,7 +259,7 @@ def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent, log=lambd
         "umap_fresh_44k_s": umap_fresh,
         "peak_rss_gb": peak,
         "machine": {"cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-                    "cpu_bf16": encoder.precision == "bf16" or details.get("precision") == "bf16",
+                    "cpu_bf16": bf16_native(),
                     "threads": torch.get_num_threads()},
         "details": details | {"config": cfg.__dict__},
     }

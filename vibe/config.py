@@ -58,7 +58,7 @@ class HeadsConfig:
     """The five linear attribute heads on frozen embeddings."""
 
     min_class_count: int = 10  # rarer classes merge into "Other"
-    heldout_fraction: float = 0.1  # stratified split kept out of training, for the reported metrics
+    heldout_fraction: float = 0.1  # items (by a hash of their id) kept out of training, for the reported metrics
     val_fraction: float = 0.1  # of the training part, for early stopping
     epochs: int = 300
     patience: int = 15

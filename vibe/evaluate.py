@@ -9,12 +9,13 @@ from .catalog import Catalog
 from .config import HEADS
 from .heads import encode_labels, evaluate_head
 from .progress import Progress, silent
+from .projection import UNISEX
 from .retrieve import Matcher
 from .store import EmbeddingStore, embed_files
 
 
 def _gender_ok(a, b) -> bool:
-    return a == b or "Unisex" in (a, b)
+    return a == b or UNISEX in (a, b)
 
 
 def same_relevant(q: dict, m: dict) -> bool:
