@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny random CLIP saved to disk, real catalogues (shared set or the shipped sample), a built workdir."""
+"""Shared fixtures: a tiny random CLIP saved to disk, a real catalogue from the shipped sample, a built workdir.
+
+The default suite uses only what a fresh clone has (data/sample). Tests that need ../shared/data/fashion-small are
+marked `shared` (`pytest -m shared` runs just those) and skip with a reason where it is absent."""
 from __future__ import annotations
 
 import shutil
@@ -10,17 +13,17 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data" / "fashion-small"
 SAMPLE = REPO / "data" / "sample"
 
-requires_shared = pytest.mark.skipif(not (SHARED / "styles.csv").is_file(),
-                                     reason="../shared/data/fashion-small is absent (a fresh clone without the shared data set)")
 
 
-def real_catalog_root() -> Path:
-    """The biggest real catalogue available: the shared set, else the sample that ships in data/sample."""
-    if (SHARED / "styles.csv").is_file():
-        return SHARED
-    if (SAMPLE / "styles.csv").is_file():
-        return SAMPLE
-    pytest.skip("no real catalogue: neither ../shared/data/fashion-small nor data/sample is present")
+def requires_shared(test):
+    """Mark a test that needs ../shared/data/fashion-small: it runs under `-m shared` and skips without the data."""
+    skip = pytest.mark.skipif(not (SHARED / "styles.csv").is_file(),
+                              reason="../shared/data/fashion-small is absent (a fresh clone without the shared data set)")
+    return pytest.mark.shared(skip(test))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "shared: needs ../shared/data/fashion-small (extra real-data tests)")
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +41,10 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_catalog(tmp_path_factory) -> Path:
-    """A real 300-item catalogue copied into a temp folder (safe to modify), with the real styles.csv rows."""
+    """A real 300-item catalogue copied from data/sample into a temp folder (safe to modify), with its styles.csv rows."""
     from vibe.catalog import load_catalog
 
-    src = real_catalog_root()
+    src = SAMPLE
     cat = load_catalog(src)
     items = cat.items.iloc[::max(1, len(cat.items) // 300)].head(300)
     out = tmp_path_factory.mktemp("catalog")

@@ -1,11 +1,11 @@
 import numpy as np
 
-from conftest import real_catalog_root
+from conftest import SAMPLE
 from vibe.store import EmbeddingStore, embed_files
 
 
 def test_second_pass_embeds_nothing_and_changed_images_are_re_embedded(tiny_encoder, tmp_path):
-    src = sorted((real_catalog_root() / "images").iterdir())[:12]
+    src = sorted((SAMPLE / "images").iterdir())[:12]
     paths = []
     for p in src:
         (tmp_path / p.name).write_bytes(p.read_bytes())
@@ -31,7 +31,7 @@ def test_second_pass_embeds_nothing_and_changed_images_are_re_embedded(tiny_enco
 
 
 def test_unreadable_files_are_reported_not_fatal(tiny_encoder, tmp_path):
-    good = sorted((real_catalog_root() / "images").iterdir())[0]
+    good = sorted((SAMPLE / "images").iterdir())[0]
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     missing = tmp_path / "missing.jpg"
