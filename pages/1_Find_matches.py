@@ -44,8 +44,12 @@ with q2:
                   for h, p in result.predictions.items()], hide_index=True)
     applied = ", ".join(f"{h} = {v}" for h, v in result.filters.items()) or "none"
     st.markdown(f"**Filters applied:** {applied}")
-    if result.relaxed:
-        st.warning(f"Too few items matched every filter, so these were relaxed: {', '.join(result.relaxed)}.")
+    dropped = [f for f in result.filter_notes if not f.applied]
+    if dropped:
+        st.warning("Not applied: " + "; ".join(
+            f"**{f.head} = {f.value}** ({f.status}: {f.reason})" for f in dropped))
+    if "per_type" in result.relaxed:
+        st.warning("Too few item types passed the filters to keep the per-type cap: some types appear more often.")
 
 st.subheader(f"{len(result.matches)} matches · {mode_label}")
 thumbnail_grid([{"path": m.path, "title": m.name,

@@ -6,7 +6,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from vibe.config import HEADS, HeadsConfig, ProjectionConfig
 from vibe.errors import VibeError
 from vibe.heads import build_vocabularies, encode_labels, evaluate_head, load_heads, save_heads, train_heads
-from vibe.projection import gender_compatible, load_projection, mine_triplets, read_triplets_csv, save_projection, train_projection
+from vibe.projection import load_projection, mine_triplets, read_triplets_csv, save_projection, train_projection
+from vibe.rules import gender_compatible
 
 
 def _items(n=400, seed=0):
@@ -67,13 +68,15 @@ def test_mined_triplets_follow_the_rules():
     items = _items(600)
     vocabs = build_vocabularies(items, 1)
     codes = encode_labels(items, vocabs)
-    trip = mine_triplets(codes, np.arange(len(items)), vocabs["gender"], 3, np.random.default_rng(0))
+    trip = mine_triplets(items, np.arange(len(items)), 3, np.random.default_rng(0))
     assert len(trip) > 1000
     a, p, n = trip.T
-    assert (codes["style"][a] == codes["style"][p]).all()
-    assert (codes["item_type"][a] != codes["item_type"][p]).all()
-    assert gender_compatible(codes["gender"][a], codes["gender"][p], vocabs["gender"].index("Unisex")).all()
-    assert (codes["style"][a] != codes["style"][n]).all()
+    label = {h: items[h].to_numpy(dtype=object) for h in ("style", "item_type", "gender")}
+    assert (label["style"][a] == label["style"][p]).all()
+    assert (label["item_type"][a] != label["item_type"][p]).all()
+    assert "Rare1" in set(label["item_type"][a]) | set(label["item_type"][p])  # rare raw types take part, unmerged
+    assert gender_compatible(label["gender"][a], label["gender"][p]).all()
+    assert (label["style"][a] != label["style"][n]).all()
 
 
 def test_projection_trains_to_separate_styles_and_roundtrips(tmp_path):
@@ -83,7 +86,7 @@ def test_projection_trains_to_separate_styles_and_roundtrips(tmp_path):
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(300, 32)).astype(np.float32) + 2 * np.eye(32, dtype=np.float32)[codes["style"]]
     rows = np.arange(300)
-    head, info = train_projection(emb, lambda e: mine_triplets(codes, rows, vocabs["gender"], 4, rng),
+    head, info = train_projection(emb, lambda e: mine_triplets(items, rows, 4, rng),
                                   ProjectionConfig(dim=16, epochs=8))
     assert info["loss"][-1] < info["loss"][0]
     z = head.project(emb)

@@ -32,45 +32,77 @@ def test_the_query_never_matches_itself(matcher, small_catalog, tmp_path):
     assert int(items["id"].iat[0]) not in [m.id for m in res.matches]
 
 
-def test_same_mode_filters_then_relaxes_in_order(matcher):
-    codes = {h: matcher.codes[h] for h in HEADS}
+def test_same_mode_filters_on_labels_then_relaxes_the_least_confident_filter_first(matcher):
     emb = matcher.art.clip.vector(0)
     res = matcher.search(emb, mode="same", k=3)
-    if not res.relaxed:  # every match satisfies every applied filter
-        for m in res.matches:
-            assert m.labels["item_type"] == res.filters["item_type"]
-            assert m.labels["colour"] == res.filters["colour"]
-    # force relaxation: ask for more items than the rarest item type holds
-    counts = np.bincount(codes["item_type"][codes["item_type"] >= 0])
-    rare = int(np.argmin(np.where(counts > 0, counts, 10**9)))
-    k = int(counts[rare]) + 2
-    res = matcher.search(emb, mode="same", k=k, known={"item_type": rare})
-    assert res.relaxed[-1] == "item_type"
-    assert res.relaxed == ["gender", "colour", "item_type"][: len(res.relaxed)]
-    assert "item_type" not in res.filters
-    assert len(res.matches) == k
+    for m in res.matches:  # every match passes every applied filter, compared on the catalogue's own labels
+        for head, value in res.filters.items():
+            assert m.labels[head] == value if head != "gender" else m.labels[head] in (value, "Unisex", None)
+    # relaxation: ask for more items than the rarest item type holds, so filters must go
+    labels = matcher.art.items["item_type"]
+    rare = labels.value_counts().index[-1]
+    k = int((labels == rare).sum()) + 2
+    res = matcher.search(emb, mode="same", k=k, known={"item_type": rare, "colour": None, "gender": None})
+    notes = {f.head: f for f in res.filter_notes}
+    assert notes["item_type"].source == "catalogue" and notes["item_type"].confidence == 1.0
+    assert res.relaxed and res.relaxed[-1] == "item_type"  # the only sure filter goes last
+    predicted = sorted((f for f in res.filter_notes if f.source == "predicted"), key=lambda f: f.confidence)
+    assert res.relaxed[:len(predicted)] == [f.head for f in predicted]  # least confident first
+    assert all(notes[h].status == "relaxed" and "fewer than" in notes[h].reason for h in res.relaxed)
+    assert "item_type" not in res.filters and len(res.matches) == k
+
+
+def test_a_mens_query_keeps_its_gender_while_a_less_sure_filter_goes(matcher):
+    from vibe.rules import gender_compatible
+
+    items = matcher.art.items
+    men_ok = gender_compatible(items["gender"].to_numpy(dtype=object), "Men")
+    for row in np.flatnonzero((items["gender"] == "Men").to_numpy()):
+        same_type = (items["item_type"] == items["item_type"].iat[row]).to_numpy() & men_ok
+        same_type[row] = False
+        exact = same_type & (items["colour"] == items["colour"].iat[row]).to_numpy()
+        if exact.sum() + 1 <= same_type.sum():
+            break
+    else:
+        pytest.skip("no men's item whose type has several colours in this catalogue")
+    known = {h: items[h].iat[row] for h in ("item_type", "colour", "gender")}
+    res = matcher.search(matcher.art.clip.vector(row), mode="same", k=int(exact.sum()) + 1, known=known, exclude=[row])
+    assert res.relaxed == ["colour"]  # all three are the item's own labels (a tie): colour goes before gender
+    assert res.filters == {"item_type": known["item_type"], "gender": "Men"}
+    assert all(gender_compatible(m.labels["gender"], "Men") for m in res.matches)  # never a women's item
 
 
 def test_relaxation_reports_only_what_it_relaxed(matcher):
-    emb = matcher.art.clip.vector(5)
-    item_type = int(matcher.codes["item_type"][5])
-    n_type = int((matcher.codes["item_type"] == item_type).sum())
-    res = matcher.search(emb, mode="same", k=min(3, n_type - 1), known={"item_type": item_type}, exclude=[5])
-    assert "item_type" not in res.relaxed and res.filters["item_type"] == res.query_labels["item_type"]
-    assert all(m.labels["item_type"] == res.filters["item_type"] or res.filters["item_type"] == "Other" for m in res.matches)
+    item_type = matcher.art.items["item_type"].iat[5]
+    n_type = int((matcher.art.items["item_type"] == item_type).sum())
+    res = matcher.search(matcher.art.clip.vector(5), mode="same", k=max(1, min(3, n_type - 1)), known={"item_type": item_type},
+                         exclude=[5])
+    assert "item_type" not in res.relaxed and res.filters["item_type"] == item_type
+    assert all(m.labels["item_type"] == item_type for m in res.matches)
 
 
-def test_combo_returns_other_item_types_capped_per_type(matcher):
+def test_combo_returns_other_item_types_capped_per_type_in_score_order(matcher):
     for row in (1, 50, 120):
         res = matcher.find(item_id=int(matcher.art.items["id"].iat[row]), mode="combo", k=6, per_type=2)
         own = res.query_labels["item_type"]
         types = [m.labels["item_type"] for m in res.matches]
         assert own not in types
         assert len(res.matches) == 6
+        scores = [m.score for m in res.matches]
+        assert scores == sorted(scores, reverse=True)
         if "style" not in res.relaxed:
             assert all(m.labels["style"] == res.filters["style"] for m in res.matches)
-        distinct = len(set(types))
-        assert max(types.count(t) for t in set(types)) <= 2 or distinct < 3
+        if "per_type" not in res.relaxed:
+            assert max(types.count(t) for t in set(types)) <= 2
+
+
+def test_combo_says_when_it_relaxes_its_per_type_cap(matcher):
+    res = matcher.find(item_id=int(matcher.art.items["id"].iat[1]), mode="combo", k=40, per_type=1)
+    types = [m.labels["item_type"] for m in res.matches]
+    assert len(res.matches) == 40
+    assert ("per_type" in res.relaxed) == (max(types.count(t) for t in set(types)) > 1)
+    scores = [m.score for m in res.matches]
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_results_serialise_to_json(matcher):

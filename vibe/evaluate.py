@@ -9,13 +9,9 @@ from .catalog import Catalog
 from .config import HEADS
 from .heads import encode_labels, evaluate_head
 from .progress import Progress, silent
-from .projection import UNISEX
 from .retrieve import Matcher
+from .rules import gender_compatible
 from .store import EmbeddingStore, embed_files
-
-
-def _gender_ok(a, b) -> bool:
-    return a == b or UNISEX in (a, b)
 
 
 def same_relevant(q: dict, m: dict) -> bool:
@@ -25,7 +21,7 @@ def same_relevant(q: dict, m: dict) -> bool:
 
 def combo_relevant(q: dict, m: dict) -> bool:
     """A mix & match hit: the query's usage, a compatible gender, a different articleType."""
-    return q["style"] is not None and m["style"] == q["style"] and _gender_ok(q["gender"], m["gender"]) and m["item_type"] != q["item_type"]
+    return q["style"] is not None and m["style"] == q["style"] and gender_compatible(q["gender"], m["gender"]) and m["item_type"] != q["item_type"]
 
 
 def evaluate(art: Artifacts, encoder: Encoder, catalog: Catalog, workdir, k: int = 5, batch_size: int = 32,

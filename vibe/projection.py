@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .backbone import l2_normalize
+from .vectors import l2_normalize
 from .config import ProjectionConfig
 from .errors import VibeError
 from .fsutil import load_module, save_module
 from .progress import Progress, silent
-
-UNISEX = "Unisex"
+from .rules import gender_compatible
 
 
 class ProjectionHead(torch.nn.Module):
@@ -34,16 +33,14 @@ class ProjectionHead(torch.nn.Module):
         return self(torch.from_numpy(np.asarray(emb, dtype=np.float32))).numpy()
 
 
-def gender_compatible(a: np.ndarray, b: np.ndarray, unisex: int) -> np.ndarray:
-    """Same gender, or either side Unisex or unknown (-1)."""
-    return (a == b) | (a == unisex) | (b == unisex) | (a < 0) | (b < 0)
-
-
-def mine_triplets(codes: dict[str, np.ndarray], rows: np.ndarray, gender_vocab: list[str], per_anchor: int,
-                  rng: np.random.Generator, tries: int = 32) -> np.ndarray:
-    """(m, 3) row triplets: positive = same style, compatible gender, other item type; negative = another style."""
-    style, item, gender = codes["style"][rows], codes["item_type"][rows], codes["gender"][rows]
-    unisex = gender_vocab.index(UNISEX) if UNISEX in gender_vocab else -2
+def mine_triplets(items: pd.DataFrame, rows: np.ndarray, per_anchor: int, rng: np.random.Generator,
+                  tries: int = 32) -> np.ndarray:
+    """(m, 3) row triplets among `rows`: positive = same style, compatible gender, another item type; negative = another
+    style. Compares the catalogue's own labels (not the heads' merged classes: two rare types are still two types)."""
+    sub = items.iloc[rows]
+    style = pd.factorize(sub["style"])[0]  # missing -> -1
+    item = pd.factorize(sub["item_type"])[0]
+    gender = sub["gender"].to_numpy(dtype=object)
     out = []
     for s in np.unique(style[style >= 0]):
         members = np.flatnonzero(style == s)
@@ -52,14 +49,14 @@ def mine_triplets(codes: dict[str, np.ndarray], rows: np.ndarray, gender_vocab: 
             continue
         anchors = np.repeat(members, per_anchor)
         cand = rng.choice(members, size=(len(anchors), tries))
-        ok = (item[cand] != item[anchors, None]) & gender_compatible(gender[cand], gender[anchors, None], unisex)
+        ok = (item[cand] != item[anchors, None]) & (item[cand] >= 0) & gender_compatible(gender[cand], gender[anchors, None])
         found = ok.any(axis=1)
         pos = cand[np.arange(len(anchors)), ok.argmax(axis=1)]
         neg = rng.choice(others, size=len(anchors))
         out.append(np.stack([anchors[found], pos[found], neg[found]], axis=1))
     if not out:
         return np.zeros((0, 3), dtype=np.int64)
-    return rows[np.concatenate(out)]
+    return np.asarray(rows)[np.concatenate(out)]
 
 
 def read_triplets_csv(path: Path, items: pd.DataFrame, root: Path) -> np.ndarray:

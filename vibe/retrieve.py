@@ -5,19 +5,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from .artifacts import Artifacts, check_backbone
 from .backbone import Encoder
-from .config import HEADS
+from .config import HEADS, OTHER
 from .errors import VibeError
 from .fsutil import content_hash
 from .images import ImageSource, read_bytes
-from .projection import UNISEX
+from .rules import QueryFilter, gender_compatible, relax_order
 
 MODES = ("same", "combo")
-# filters in the order they apply; relaxed from the end of the list backwards
-SAME_FILTERS = ("item_type", "colour", "gender")
+# the filters of each mode; on a confidence tie the later one relaxes first
+SAME_FILTERS = ("item_type", "gender", "colour")  # a same item in another colour before one for another gender
 COMBO_FILTERS = ("style", "gender", "season")
 
 
@@ -43,19 +44,18 @@ class FindResult:
     mode: str
     k: int
     predictions: dict[str, Prediction]
-    query_labels: dict[str, str]  # what the filters compared against (predicted, or the catalogue's own labels)
-    filters: dict[str, str]  # applied, after relaxation
-    relaxed: list[str]
+    query_labels: dict[str, str | None]  # what the filters compared against (predicted, or the catalogue's own labels)
+    filters: dict[str, str]  # the filters applied to the matches shown
+    relaxed: list[str]  # filters (and the combo per-type cap, "per_type") dropped so that k items could be shown
     matches: list[Match] = field(default_factory=list)
     query_id: int | None = None
+    filter_notes: list[QueryFilter] = field(default_factory=list)  # every filter considered, with its status and why
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def to_frame(self):
         """One row per match (rank, id, name, score, labels): what the dashboard offers as CSV."""
-        import pandas as pd
-
         return pd.DataFrame([{"rank": i, "id": m.id, "name": m.name, "score": round(m.score, 4), **m.labels, "image": m.path}
                              for i, m in enumerate(self.matches, 1)])
 
@@ -64,22 +64,25 @@ class Matcher:
     """Answers queries against one loaded build with the encoder that built it."""
 
     def __init__(self, artifacts: Artifacts, encoder: Encoder):
-        check_backbone(artifacts.manifest, encoder.fingerprint, encoder.name, artifacts.path.parent.parent)
+        check_backbone(artifacts.manifest, encoder.fingerprint, encoder.name, artifacts.workdir)
         self.art, self.encoder = artifacts, encoder
         items = artifacts.items
         self.vocabs = artifacts.heads.vocabs
-        self.codes = {h: artifacts.codes(h) for h in HEADS}
         self.row_of_id = {int(i): r for r, i in enumerate(items["id"])}
         self.rows_of_hash: dict[str, list[int]] = {}
         for r, h in enumerate(items["hash"]):
             self.rows_of_hash.setdefault(h, []).append(r)
-        g = self.vocabs["gender"]
-        self.unisex = g.index(UNISEX) if UNISEX in g else -2
         # plain columns: building a Match must not cost a pandas row lookup (~0.1 ms each) on the query path
         self._ids = items["id"].to_numpy()
         self._names = items["name"].astype(str).tolist()
         self._paths = items["path"].astype(str).tolist()
         self._labels = {h: [None if v is None or v != v else str(v) for v in items[h]] for h in HEADS}
+        # filters compare the catalogue's own labels: one integer code per distinct label, -1 when missing
+        self._label_codes, self._label_values = {}, {}
+        for h in HEADS:
+            codes, values = pd.factorize(pd.Series(self._labels[h], dtype=object))
+            self._label_codes[h], self._label_values[h] = codes, {v: i for i, v in enumerate(values)}
+        self._masks: dict[tuple, np.ndarray] = {}
 
     # --- queries -------------------------------------------------------------------------------------------
     def find(self, image: ImageSource | None = None, *, item_id: int | None = None, mode: str = "same", k: int = 10,
@@ -92,7 +95,7 @@ class Matcher:
             if row is None:
                 raise VibeError(f"Item {item_id} is not in the built catalogue.")
             emb = self.art.clip.vector(row)
-            known = {h: (self.codes[h][row] if self.codes[h][row] >= 0 else None) for h in HEADS}
+            known = {h: self._labels[h][row] for h in HEADS}
             return self.search(emb, mode=mode, k=k, exclude=self.rows_of_hash[self.art.items["hash"].iat[row]] + [row],
                                known=known, per_type=per_type, query_id=int(item_id))
         if isinstance(image, Image.Image):
@@ -114,71 +117,99 @@ class Matcher:
             out[h] = Prediction(self.vocabs[h][order[0]], float(p[order[0]]), [(self.vocabs[h][i], float(p[i])) for i in order])
         return out
 
+    def query_filters(self, preds: dict[str, Prediction], known: dict[str, str | None] | None, names: tuple[str, ...]) -> list[QueryFilter]:
+        """The mode's filters for this query: a catalogue item's own labels, else the heads' predictions.
+        A prediction of the merged class `Other` names no class, so it filters nothing."""
+        filters = []
+        for h in names:
+            if known and known.get(h) is not None:
+                filters.append(QueryFilter(h, known[h], 1.0, "catalogue"))
+            elif preds[h].label == OTHER:
+                filters.append(QueryFilter(h, OTHER, preds[h].confidence, "predicted", "skipped",
+                                           f"the {h} head predicts '{OTHER}' (rare classes merged): no single class to filter on"))
+            else:
+                filters.append(QueryFilter(h, preds[h].label, preds[h].confidence, "predicted"))
+        return filters
+
     def search(self, emb: np.ndarray, *, mode: str = "same", k: int = 10, exclude: list[int] | None = None,
-               known: dict[str, int | None] | None = None, per_type: int = 2, query_id: int | None = None) -> FindResult:
-        """Filter by attributes (predicted, or `known` codes), relax filters until k survive, rank in the mode's space."""
+               known: dict[str, str | None] | None = None, per_type: int = 2, query_id: int | None = None) -> FindResult:
+        """Filter by attributes (predicted, or a catalogue item's `known` labels), relax the least confident filter
+        until k items pass, rank in the mode's space."""
         if mode not in MODES:
             raise VibeError(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
         if k < 1:
             raise VibeError("k must be at least 1.")
         preds = self.predict(emb)
-        query = {h: self.vocabs[h].index(preds[h].label) for h in HEADS}
-        for h, code in (known or {}).items():
-            if code is not None:
-                query[h] = int(code)
-        base = np.ones(len(self.art.items), dtype=bool)
+        query = {h: (known or {}).get(h) or (preds[h].label if preds[h].label != OTHER else None) for h in HEADS}
+        base = np.ones(len(self._ids), dtype=bool)
         if exclude:
             base[exclude] = False
-        names = SAME_FILTERS if mode == "same" else COMBO_FILTERS
-        if mode == "combo":
-            base &= self.codes["item_type"] != query["item_type"]  # the point of mix & match: other item types
-        masks = {h: self._mask(h, query[h]) for h in names}
-        active = list(names)
+        if mode == "combo" and query["item_type"] is not None:
+            base &= self._label_mask("item_type", query["item_type"], negate=True)  # mix & match: other item types
+        filters = self.query_filters(preds, known, SAME_FILTERS if mode == "same" else COMBO_FILTERS)
+        masks = {f.head: self._label_mask(f.head, f.value) for f in filters if f.applied}
         relaxed: list[str] = []
-        while True:
+        for dropped in [None, *relax_order(filters, SAME_FILTERS if mode == "same" else COMBO_FILTERS)]:
+            if dropped is not None:
+                dropped.status, dropped.reason = "relaxed", f"fewer than {k} items matched every filter"
+                relaxed.append(dropped.head)
             allowed = base.copy()
-            for h in active:
-                allowed &= masks[h]
-            if allowed.sum() >= k or not active:
+            for f in filters:
+                if f.applied:
+                    allowed &= masks[f.head]
+            if allowed.sum() >= k:
                 break
-            relaxed.append(active.pop())
         if mode == "same":
             rows, scores = self.art.clip.search(emb, k, allowed)
         else:
-            rows, scores = self._combo(emb, k, allowed, per_type)
-        return FindResult(mode=mode, k=k, predictions=preds, query_labels={h: self.vocabs[h][query[h]] for h in HEADS},
-                          filters={h: self.vocabs[h][query[h]] for h in active}, relaxed=relaxed,
-                          matches=[self._match(r, s) for r, s in zip(rows, scores)], query_id=query_id)
+            rows, scores, capped = self._combo(emb, k, allowed, per_type)
+            if not capped:
+                relaxed.append("per_type")
+        return FindResult(mode=mode, k=k, predictions=preds, query_labels=query,
+                          filters={f.head: f.value for f in filters if f.applied}, relaxed=relaxed,
+                          matches=[self._match(r, s) for r, s in zip(rows, scores)], query_id=query_id, filter_notes=filters)
 
     # --- helpers -------------------------------------------------------------------------------------------
-    def _mask(self, head: str, code: int) -> np.ndarray:
-        codes = self.codes[head]
-        if head == "gender":
-            return (codes == code) | (codes == self.unisex) | (code == self.unisex)
-        return codes == code
+    def _label_mask(self, head: str, value: str, negate: bool = False) -> np.ndarray:
+        """Items whose `head` label passes a filter on `value` (gender: compatible, the rest: equal). Cached per value."""
+        key = (head, value, negate)
+        if key not in self._masks:
+            if head == "gender" and not negate:
+                values = {v: gender_compatible(v, value) for v in self._label_values[head]}
+                mask = np.isin(self._label_codes[head], [i for v, i in self._label_values[head].items() if values[v]])
+                mask |= (self._label_codes[head] < 0) & gender_compatible(None, value)
+            else:
+                mask = self._label_codes[head] == self._label_values[head].get(value, -2)
+                mask = ~mask if negate else mask
+            self._masks[key] = mask
+        return self._masks[key]
 
-    def _combo(self, emb: np.ndarray, k: int, allowed: np.ndarray, per_type: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rank in the style space, at most `per_type` per item type so the answer spans several types."""
+    def _combo(self, emb: np.ndarray, k: int, allowed: np.ndarray, per_type: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Rank in the style space, at most `per_type` per item type so the answer spans several types.
+        Returns rows and scores in score order, and whether the cap held (False: too few types, so it was relaxed)."""
         style_q = self.art.projection.project(emb[None])[0]
         n_allowed = int(allowed.sum())
         fetch = min(n_allowed, max(50, k * per_type * 5))
+        types = self._label_codes["item_type"]
         while True:
             rows, scores = self.art.style.search(style_q, fetch, allowed)
             picked, per = [], {}
-            for r, s in zip(rows, scores):
-                t = self.codes["item_type"][r]
+            for i, r in enumerate(rows):
+                t = types[r]
                 if per.get(t, 0) < per_type:
                     per[t] = per.get(t, 0) + 1
-                    picked.append((r, s))
+                    picked.append(i)
                     if len(picked) == k:
                         break
             if len(picked) == k or fetch >= n_allowed:
                 break
             fetch = min(n_allowed, fetch * 4)
-        if len(picked) < k:  # too few item types to honour the cap: fill with the best of the rest
-            taken = {r for r, _ in picked}
-            picked += [(r, s) for r, s in zip(rows, scores) if r not in taken][: k - len(picked)]
-        return np.array([r for r, _ in picked], dtype=np.int64), np.array([s for _, s in picked], dtype=np.float32)
+        capped = len(picked) == k or len(picked) == len(rows)
+        if not capped:  # too few item types to honour the cap: fill with the best of the rest, and say so
+            taken = set(picked)
+            picked += [i for i in range(len(rows)) if i not in taken][: k - len(picked)]
+        picked.sort()  # FAISS order is score order: the answer stays best-first whatever the cap did
+        return rows[picked], scores[picked], capped
 
     def _match(self, row: int, score: float) -> Match:
         r = int(row)

@@ -1,0 +1,23 @@
+"""Domain rules live in one place (vibe/rules.py); these pin them for retrieval, mining and evaluation alike."""
+import numpy as np
+
+from vibe.rules import QueryFilter, gender_compatible, relax_order
+
+
+def test_gender_compatibility_is_one_rule_for_labels_and_arrays():
+    assert gender_compatible("Men", "Men") and gender_compatible("Women", "Unisex") and gender_compatible("Unisex", "Boys")
+    assert not gender_compatible("Men", "Women") and not gender_compatible("Boys", "Girls") and not gender_compatible("Men", "Boys")
+    # an unknown gender is no evidence against a match, on either side
+    assert gender_compatible(None, "Women") and gender_compatible("Men", None) and gender_compatible(float("nan"), "Men")
+    a = np.array(["Men", "Women", "Unisex", None], dtype=object)
+    assert gender_compatible(a, "Men").tolist() == [True, False, True, True]
+    assert gender_compatible(a, a[::-1]).tolist() == [True, True, True, True]
+    assert gender_compatible(np.array(["Men", "Women"], dtype=object), np.array(["Women", "Women"], dtype=object)).tolist() == [False, True]
+
+
+def test_filters_relax_least_confident_first_and_ties_by_priority():
+    f = [QueryFilter("item_type", "Tshirts", 0.97, "predicted"), QueryFilter("colour", "Black", 0.55, "predicted"),
+         QueryFilter("gender", "Men", 0.99, "predicted"), QueryFilter("season", "Summer", 0.2, "predicted", "skipped")]
+    assert [x.head for x in relax_order(f, ("item_type", "colour", "gender"))] == ["colour", "item_type", "gender"]
+    known = [QueryFilter(h, "x", 1.0, "catalogue") for h in ("item_type", "colour", "gender")]
+    assert [x.head for x in relax_order(known, ("item_type", "gender", "colour"))] == ["colour", "gender", "item_type"]
