@@ -12,7 +12,7 @@ art = bundle.artifacts
 
 @st.cache_data(show_spinner="Computing the UMAP layout (once per build; cached on disk)…", max_entries=8)
 def cached_layout(workdir: str, build_id: str, space: str):
-    return layout(art, space, bundle.workdir, build_id)
+    return layout(art, space)
 
 
 c1, c2 = st.columns(2)

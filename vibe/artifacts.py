@@ -43,7 +43,7 @@ def rebuild_hint(workdir: Path, manifest: dict | None = None) -> str:
 class Artifacts:
     """One published build, loaded and verified against its manifest."""
 
-    path: Path
+    path: Path  # the build folder (workdir/builds/<build id>)
     manifest: dict
     items: pd.DataFrame  # id, name, path, labels, {head}_code, hash, split, pred_{head}, conf_{head}
     clip: VectorIndex
@@ -51,6 +51,14 @@ class Artifacts:
     heads: AttributeHeads
     projection: ProjectionHead
     metrics: dict
+
+    @property
+    def workdir(self) -> Path:
+        return self.path.parent.parent
+
+    @property
+    def build_id(self) -> str:
+        return self.path.name
 
     @property
     def catalog_root(self) -> Path:
@@ -68,20 +76,48 @@ def current_link(workdir: Path) -> Path:
     return Path(workdir) / "current"
 
 
+def current_build(workdir: Path) -> Path | None:
+    """The build folder `current` points at, resolved once: load everything from it, never through `current` again,
+    so a rebuild published meanwhile cannot mix two builds."""
+    try:
+        target = os.readlink(current_link(workdir))
+    except OSError:
+        return None
+    return Path(workdir) / target
+
+
+def build_folder(workdir: Path, build_id: str) -> Path:
+    return Path(workdir) / "builds" / build_id
+
+
 def publish(workdir: Path, staging: Path) -> Path:
-    """Move a complete staging folder into builds/ and point `current` at it with one atomic rename."""
+    """Move a complete staging folder into builds/ and point `current` at it with one atomic rename.
+    Keeps the new build and the one it replaces (sessions may still read it); anything else goes, half-published
+    folders of a killed build included."""
     workdir = Path(workdir)
     builds = workdir / "builds"
     builds.mkdir(parents=True, exist_ok=True)
+    previous = current_build(workdir)
     final = builds / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     os.replace(staging, final)
     tmp_link = workdir / f".current.{os.getpid()}"
     tmp_link.unlink(missing_ok=True)
     tmp_link.symlink_to(Path("builds") / final.name)
     os.replace(tmp_link, current_link(workdir))
-    for old in sorted(p for p in builds.iterdir() if p.is_dir())[:-KEEP_BUILDS]:
-        remove_tree(old)
+    keep = {final.name} | ({previous.name} if previous is not None else set())
+    for old in builds.iterdir():
+        if old.name not in keep:
+            remove_tree(old)
     return final
+
+
+def remove_leftovers(workdir: Path) -> None:
+    """Staging folders and half-made `current` links of builds that were killed. Call only while holding the build lock."""
+    for leftover in [*Path(workdir).glob(".staging-*"), *Path(workdir).glob(".current.*")]:
+        if leftover.is_symlink() or leftover.is_file():
+            leftover.unlink(missing_ok=True)
+        else:
+            remove_tree(leftover)
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
@@ -92,10 +128,10 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     write_json(folder / "manifest.json", manifest)
 
 
-def read_manifest(workdir: Path) -> dict:
-    workdir = Path(workdir)
-    path = current_link(workdir) / "manifest.json"
-    if not path.is_file():
+def read_manifest(folder: Path | None, workdir: Path) -> dict:
+    """The manifest of one build folder (None: nothing is published in `workdir`)."""
+    path = Path(folder) / "manifest.json" if folder is not None else None
+    if path is None or not path.is_file():
         raise VibeError(f"No built index in {workdir}: run `{rebuild_hint(workdir)}` first.")
     try:
         manifest = json.loads(path.read_text())
@@ -114,11 +150,11 @@ def verify_files(folder: Path, manifest: dict, workdir: Path) -> None:
             raise VibeError(f"{path} is missing, truncated or changed since it was built: run `{rebuild_hint(workdir, manifest)}`.")
 
 
-def load_artifacts(workdir: Path, verify: bool = True) -> Artifacts:
-    """Load the current build; every file is checked against the manifest first."""
+def load_artifacts(workdir: Path, build_id: str | None = None, verify: bool = True) -> Artifacts:
+    """Load one build (default: the current one), every file checked against its manifest first."""
     workdir = Path(workdir)
-    manifest = read_manifest(workdir)
-    folder = current_link(workdir).resolve()
+    folder = build_folder(workdir, build_id) if build_id else current_build(workdir)
+    manifest = read_manifest(folder, workdir)
     if verify:
         verify_files(folder, manifest, workdir)
     items = pd.read_parquet(folder / "items.parquet")
@@ -143,15 +179,17 @@ def check_backbone(manifest: dict, fingerprint: str, name: str, workdir: Path) -
 
 
 def status(workdir: Path) -> dict:
-    """A cheap summary for the dashboard's Home page: is there a build, when, with what."""
+    """A cheap summary for the dashboard's Home page: is there a build, when, with what, from which catalogue."""
+    folder = current_build(workdir)
     try:
-        m = read_manifest(workdir)
+        m = read_manifest(folder, workdir)
     except VibeError as e:
         return {"built": False, "message": str(e)}
     from .catalog import catalog_signature
 
     root = Path(m["catalog"]["root"])
     stale = root.is_dir() and catalog_signature(root) != m["catalog"].get("signature")
-    return {"built": True, "created_at": m["created_at"], "backbone": m["backbone"], "n_items": m["n_items"],
-            "catalog": str(root), "catalog_exists": root.is_dir(), "stale": bool(stale),
-            "age_s": time.time() - (current_link(workdir) / "manifest.json").stat().st_mtime}
+    return {"built": True, "build_id": folder.name, "created_at": m["created_at"], "backbone": m["backbone"],
+            "n_items": m["n_items"], "catalog": str(root), "subset": m["catalog"].get("subset", "all"),
+            "holdout_fraction": m["catalog"].get("holdout_fraction", 0.2), "catalog_exists": root.is_dir(),
+            "stale": bool(stale), "age_s": time.time() - (folder / "manifest.json").stat().st_mtime}

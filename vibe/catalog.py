@@ -185,6 +185,10 @@ def load_catalog(config: CatalogConfig | Path | str) -> Catalog:
     if config.limit is not None:
         frame = frame.iloc[: config.limit].reset_index(drop=True)
     if frame.empty:
+        if config.subset != "all" and report.outside_subset:
+            raise VibeError(f"The {config.subset} subset of {root} is empty: none of its {report.outside_subset} items with an "
+                            f"image falls in it (the split puts {config.holdout_fraction:.0%} of item ids, by a hash of the id, "
+                            f"in holdout). Use --subset all, or another --holdout-fraction.")
         raise VibeError(f"No item in {root / 'styles.csv'} has an image in {images_dir}: nothing to build.")
     report.items = len(frame)
     report.missing_labels = {attr: int(frame[attr].isna().sum()) for attr in ATTRIBUTES}

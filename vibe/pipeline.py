@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .artifacts import current_link, publish, read_manifest, write_manifest
+from .artifacts import current_build, publish, read_manifest, remove_leftovers, write_manifest
 from .backbone import Encoder
 from .catalog import catalog_signature, in_holdout, load_catalog
 from .config import HEADS, BuildConfig
@@ -71,24 +71,37 @@ def build_lock(workdir: Path) -> Iterator[None]:
         lock.release()
 
 
-def _previous_items(workdir: Path) -> pd.DataFrame | None:
-    path = current_link(workdir) / "items.parquet"
+def _previous_items(folder: Path | None) -> pd.DataFrame | None:
     try:
-        return pd.read_parquet(path, columns=["id", "hash"])
+        return pd.read_parquet(folder / "items.parquet", columns=["id", "hash"]) if folder else None
     except (OSError, ValueError, KeyError):
         return None
 
 
-def _warm_start(workdir: Path, fingerprint: str):
-    """(heads, projection) of the previous build when it used the same backbone, else None."""
+def split_record(cfg: BuildConfig, root: Path) -> dict:
+    """What decides which items a build's heads may learn from: recorded in the manifest, compared before a warm start."""
+    return {"root": str(Path(root).resolve()), "subset": cfg.catalog.subset, "holdout_fraction": cfg.catalog.holdout_fraction,
+            "limit": cfg.catalog.limit, "heads_heldout_fraction": cfg.heads.heldout_fraction}
+
+
+def _warm_start(folder: Path | None, workdir: Path, fingerprint: str, split: dict):
+    """(heads, projection, why) of the previous build when it used the same backbone and the same catalogue split;
+    else (None, None, why not). Warm-starting across splits would let heads continue from weights that saw held-out items."""
     try:
-        prev = read_manifest(workdir)
-        if prev["backbone"]["fingerprint"] != fingerprint:
-            return None
-        folder = current_link(workdir)
-        return load_heads(folder / "heads.safetensors"), load_projection(folder / "projection.safetensors")
-    except (VibeError, KeyError, OSError):
-        return None
+        prev = read_manifest(folder, workdir)
+    except VibeError:
+        return None, None, ""
+    if prev["backbone"]["fingerprint"] != fingerprint:
+        return None, None, "no warm start: the previous build used another backbone"
+    before = prev["catalog"].get("split")
+    if before != split:
+        changed = ", ".join(k for k in split if (before or {}).get(k) != split[k]) or "split"
+        return None, None, f"no warm start: the previous build used another catalogue split ({changed} differ); training from scratch"
+    try:
+        return (load_heads(folder / "heads.safetensors"), load_projection(folder / "projection.safetensors"),
+                "warm start: heads and projection continue from the previous build (same backbone, same catalogue split)")
+    except VibeError:
+        return None, None, "no warm start: the previous build's heads could not be read"
 
 
 def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None = None,
@@ -97,6 +110,7 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
     workdir = cfg.workdir
     timings: dict[str, float] = {}
     with build_lock(workdir):
+        remove_leftovers(workdir)
         t0 = time.perf_counter()
         catalog = load_catalog(cfg.catalog)
         for line in catalog.report.lines():
@@ -130,11 +144,13 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         # held-out by a salted hash of the id: an item stays held out across rebuilds, so warm-started heads never saw it
         is_held = items["id"].map(lambda i: in_holdout(i, cfg.heads.heldout_fraction, salt="heads")).to_numpy()
         keep, held = np.flatnonzero(~is_held), np.flatnonzero(is_held)
-        warm = _warm_start(workdir, encoder.fingerprint)
-        if warm:
-            log("warm start: heads and projection continue from the previous build (same backbone)")
+        previous_build = current_build(workdir)  # resolved once: warm start and the added/removed counts read the same build
+        split_info = split_record(cfg, catalog.root)
+        warm_heads, warm_projection, why = _warm_start(previous_build, workdir, encoder.fingerprint, split_info)
+        if why:
+            log(why)
         heads, head_info = train_heads(emb[keep], {h: c[keep] for h, c in codes.items()}, vocabs, cfg.heads, cfg.seed, progress,
-                                       init=warm[0] if warm else None)
+                                       init=warm_heads)
         probs = heads.predict_proba(emb)
         pred = {h: p.argmax(1) for h, p in probs.items()}
         metrics = {"split": "heldout", "n_heldout": int(len(held)), "heads": {
@@ -147,14 +163,14 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
             log(f"triplets: {len(fixed)} curated from {cfg.projection.triplets_csv}")
             sample = lambda epoch: fixed[rng.permutation(len(fixed))]  # noqa: E731
         else:
-            sample = lambda epoch: mine_triplets(codes, keep, vocabs["gender"], cfg.projection.triplets_per_anchor, rng)  # noqa: E731
+            sample = lambda epoch: mine_triplets(items, keep, cfg.projection.triplets_per_anchor, rng)  # noqa: E731
         projection, proj_info = train_projection(emb, sample, cfg.projection, cfg.seed, progress,
-                                                 init=warm[1] if warm else None)
+                                                 init=warm_projection)
         style = projection.project(emb)
         timings["projection"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        previous = _previous_items(workdir)
+        previous = _previous_items(previous_build)
         split = np.full(len(items), "train", dtype=object)
         split[held] = "heldout"
         table = items.assign(**{f"{h}_code": codes[h] for h in HEADS}, **{f"pred_{h}": pred[h] for h in HEADS},
@@ -171,7 +187,8 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
             write_manifest(staging, {
                 "backbone": encoder.info(), "n_items": int(len(table)), "dims": {"clip": int(emb.shape[1]), "style": int(style.shape[1])},
                 "vocabs": vocabs, "catalog": {"root": str(catalog.root.resolve()), "report": catalog.report.to_dict(),
-                            "signature": catalog_signature(catalog.root), "subset": cfg.catalog.subset},
+                            "signature": catalog_signature(catalog.root), "subset": cfg.catalog.subset,
+                            "holdout_fraction": cfg.catalog.holdout_fraction, "split": split_info},
                 "config": json.loads(json.dumps(asdict(cfg), default=str)), "training": {"heads": head_info, "projection": proj_info},
                 "embedding": {"embedded": stats.embedded, "reused": stats.reused, "failed": stats.failed},
                 "timings": timings,

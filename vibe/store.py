@@ -63,7 +63,12 @@ class EmbeddingStore:
         if not len(keys):
             return
         key_arr = np.array(list(keys), dtype="S32")
-        self._write_shard(key_arr, emb)
+        try:
+            self._write_shard(key_arr, emb)
+        except OSError as e:  # disk full, read-only folder...: what was saved before stays; nothing half-written remains
+            raise VibeError(f"Could not save embeddings to the cache in {self.dir} ({e.strerror or e}). The embeddings "
+                            "saved before are kept and the previous build still answers: free disk space (or fix "
+                            "permissions) and rebuild; only the images not yet cached will be embedded.") from None
         self._append(key_arr, emb)
 
     def _write_shard(self, keys: np.ndarray, emb: np.ndarray) -> Path:
@@ -82,7 +87,10 @@ class EmbeddingStore:
         if len(shards) <= MAX_SHARDS or not self._rows:
             return
         keys = np.array(sorted(self._keys, key=self._keys.get), dtype="S32")
-        merged = self._write_shard(keys, self._matrix()[sorted(self._keys.values())])
+        try:
+            merged = self._write_shard(keys, self._matrix()[sorted(self._keys.values())])
+        except OSError:
+            return  # compaction only saves file handles: the shards as they are stay valid
         for shard in shards:
             if shard != merged:
                 shard.unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""2-D UMAP layouts of the 512-D backbone space and the 256-D style space, computed once per build and cached on disk."""
+"""2-D UMAP layouts of the 512-D backbone space and the 256-D style space, computed once per build and cached in the
+build's own folder (so they go when the build is pruned)."""
 from __future__ import annotations
 
 import time
@@ -36,17 +37,16 @@ def compute_layout(vectors: np.ndarray, seed: int = 0, n_epochs: int | None = No
     return reducer.fit_transform(x).astype(np.float32)
 
 
-def cache_path(workdir: Path, build_id: str, space: str, n: int) -> Path:
-    return Path(workdir) / "views" / f"{Path(build_id).name}-{space}-{n}.npz"
+def cache_path(build: Path, space: str, n: int) -> Path:
+    return Path(build) / "views" / f"{space}-{n}.npz"
 
 
-def layout(art: Artifacts, space: str, workdir: Path, build_id: str, max_points: int = MAX_POINTS,
-           progress: Progress = silent) -> tuple[pd.DataFrame, dict]:
-    """(x, y, row) per shown item, plus facts (sampled?, seconds, cached?). The disk cache is keyed by build and space."""
+def layout(art: Artifacts, space: str, max_points: int = MAX_POINTS, progress: Progress = silent) -> tuple[pd.DataFrame, dict]:
+    """(x, y, row) per shown item, plus facts (sampled?, seconds, cached?). Cached on disk per build and space."""
     if space not in SPACES:
         raise ValueError(f"space must be one of {list(SPACES)}")
     rows = sample_rows(len(art.items), max_points)
-    path = cache_path(workdir, build_id, space, len(rows))
+    path = cache_path(art.path, space, len(rows))
     t0 = time.perf_counter()
     cached = path.is_file()
     if cached:

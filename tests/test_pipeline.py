@@ -1,0 +1,131 @@
+"""The build pipeline: warm starts only within one catalogue split, one build folder per load, pruning, cache faults."""
+import errno
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import fast_build_config
+from vibe.artifacts import current_build, load_artifacts, publish, verify_files
+from vibe.bundle import current_build_id, load_bundle
+from vibe.errors import VibeError
+from vibe.pipeline import build
+
+
+def test_the_manifest_records_the_split_and_warm_starts_stay_within_it(small_catalog, tmp_path):
+    workdir = tmp_path / "w"
+    logs = []
+    build(fast_build_config(small_catalog, workdir), log=logs.append)
+    split = load_artifacts(workdir).manifest["catalog"]["split"]
+    assert split["subset"] == "all" and split["holdout_fraction"] == 0.2 and split["root"] == str(small_catalog.resolve())
+
+    logs.clear()
+    build(fast_build_config(small_catalog, workdir, subset="train"), log=logs.append)
+    # heads that saw the holdout items must not continue into a build meant to be scored on them
+    assert not any(line.startswith("warm start") for line in logs)
+    assert any("no warm start" in line and "subset" in line for line in logs)
+    assert load_artifacts(workdir).manifest["catalog"]["subset"] == "train"
+
+    logs.clear()
+    build(fast_build_config(small_catalog, workdir, subset="train"), log=logs.append)
+    assert any(line.startswith("warm start") for line in logs)
+
+    other = tmp_path / "copy"
+    shutil.copytree(small_catalog, other)
+    logs.clear()
+    build(fast_build_config(other, workdir, subset="train"), log=logs.append)
+    assert any("no warm start" in line and "root" in line for line in logs)
+
+
+def test_a_load_reads_one_build_even_when_a_rebuild_is_published_meanwhile(built, tmp_path, monkeypatch):
+    import vibe.artifacts
+
+    workdir = tmp_path / "w"
+    shutil.copytree(built[0], workdir, symlinks=True)
+    first = current_build(workdir)
+    real_read = vibe.artifacts.read_manifest
+
+    def publish_meanwhile(*args):
+        manifest = real_read(*args)
+        if current_build(workdir) == first:  # another build is swapped in right after this load read the manifest
+            staging = workdir / ".staging-race"
+            shutil.copytree(first, staging)
+            (staging / "metrics.json").write_text(json.dumps({"n_heldout": -1, "heads": {}}))
+            publish(workdir, staging)
+        return manifest
+
+    monkeypatch.setattr(vibe.artifacts, "read_manifest", publish_meanwhile)
+    art = load_artifacts(workdir)
+    assert art.path == first and current_build(workdir) != first
+    assert art.metrics["n_heldout"] >= 0  # every file from the build the manifest describes
+    verify_files(art.path, art.manifest, workdir)
+
+    monkeypatch.setattr(vibe.artifacts, "read_manifest", real_read)
+    bundle = load_bundle(workdir, first.name)  # a cache keyed by build id gets exactly that build
+    assert bundle.build_id == first.name and bundle.artifacts.path == first
+
+
+def test_publish_keeps_the_current_and_previous_builds_and_drops_the_rest(built, tmp_path):
+    workdir = tmp_path / "w"
+    shutil.copytree(built[0], workdir, symlinks=True)
+    (workdir / "builds" / "99999999T000000000000Z").mkdir()  # half-published by a killed build: newer by name
+    views = current_build(workdir) / "views"
+    views.mkdir(exist_ok=True)
+    (views / "clip-10.npz").write_bytes(b"layout")
+    ids = [current_build_id(workdir)]
+    for _ in range(2):
+        staging = workdir / ".staging-x"
+        shutil.copytree(current_build(workdir), staging)
+        publish(workdir, staging)
+        ids.append(current_build_id(workdir))
+    assert sorted(p.name for p in (workdir / "builds").iterdir()) == sorted(ids[1:])
+    assert not views.exists()  # a build's UMAP layouts go with it
+
+
+def test_a_full_disk_while_caching_embeddings_is_one_clear_error_and_keeps_what_was_saved(small_catalog, tmp_path, monkeypatch):
+    import vibe.store
+
+    workdir = tmp_path / "w"
+    monkeypatch.setattr(vibe.store, "CHUNK", 100)
+    calls = []
+    real_write = vibe.store.EmbeddingStore._write_shard
+
+    def fill_up(self, keys, emb):
+        calls.append(len(keys))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, keys, emb)
+
+    monkeypatch.setattr(vibe.store.EmbeddingStore, "_write_shard", fill_up)
+    with pytest.raises(VibeError, match="No space left on device.*embeddings saved before are kept"):
+        build(fast_build_config(small_catalog, workdir))
+    assert current_build(workdir) is None and not list(workdir.glob(".staging-*"))
+    monkeypatch.setattr(vibe.store.EmbeddingStore, "_write_shard", real_write)
+    result = build(fast_build_config(small_catalog, workdir))
+    assert result.reused == 100 and result.embedded == result.n_items - 100
+
+
+def test_an_empty_subset_names_the_subset_and_the_split(small_catalog, tmp_path):
+    from vibe.catalog import in_holdout, load_catalog
+    from vibe.config import CatalogConfig
+
+    lines = (small_catalog / "styles.csv").read_text().splitlines()
+    keep = [ln for ln in lines[1:] if not in_holdout(int(ln.split(",")[0]), 0.2)]
+    cat = tmp_path / "cat"
+    shutil.copytree(small_catalog, cat)
+    (cat / "styles.csv").write_text("\n".join([lines[0], *keep]) + "\n")
+    with pytest.raises(VibeError, match=r"The holdout subset of .* is empty.*20% of item ids.*--subset all"):
+        load_catalog(CatalogConfig(root=cat, subset="holdout"))
+
+
+def test_umap_layouts_live_in_their_build_folder(built, tmp_path):
+    from vibe.views import layout
+
+    shutil.copytree(built[0], tmp_path / "w", symlinks=True)
+    shutil.rmtree(current_build(tmp_path / "w") / "views", ignore_errors=True)
+    art = load_artifacts(tmp_path / "w")
+    frame, facts = layout(art, "style")
+    assert not facts["cached"] and len(frame) == len(art.items)
+    assert list((art.path / "views").iterdir()) and layout(art, "style")[1]["cached"]
+    np.testing.assert_array_equal(layout(art, "style")[0]["row"], frame["row"])
