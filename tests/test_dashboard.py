@@ -119,27 +119,92 @@ def test_embedding_space_has_one_point_per_item(app, built):
     assert len(charts) == 2 and all(_points(json.loads(c.proto.spec)) == n for c in charts)
 
 
-def test_rebuild_runs_the_pipeline_and_refuses_a_second_build(built, small_catalog, tmp_path, monkeypatch):
-    from filelock import FileLock
+def test_rebuild_runs_in_the_background_while_other_sessions_answer(small_catalog, tmp_path, monkeypatch):
+    import threading
+
+    import vibe.pipeline
+    import vibe.registry
+    from conftest import fast_build_config
+    from vibe.jobs import latest_build
 
     workdir = tmp_path / "w"
+    vibe.pipeline.build(fast_build_config(small_catalog, workdir, subset="train"))
+    before = load_artifacts(workdir).build_id
     monkeypatch.setenv("VIBE_WORKDIR", str(workdir))
     monkeypatch.chdir(REPO)
-    at = AppTest.from_file(str(REPO / "Home.py"), default_timeout=TIMEOUT)
-    at.run()
-    assert any("No artifacts" in i.value for i in at.info)
-    _open(at, "4_Rebuild_index.py")
-    at.text_input[0].set_value(str(small_catalog))
-    at.selectbox[0].set_value("tiny-random")
+    gate, loads = threading.Event(), []
+    real_train, real_load = vibe.pipeline.train_projection, vibe.registry.load_parts
+
+    def held_train(*a, **k):  # the build waits here until the test lets it go
+        gate.wait(60)
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(vibe.pipeline, "train_projection", held_train)
+    monkeypatch.setattr(vibe.registry, "load_parts", lambda name: loads.append(name) or real_load(name))
+
+    at = _open(AppTest.from_file(str(REPO / "Home.py"), default_timeout=TIMEOUT), "4_Rebuild_index.py")
+    # the form repeats the current build's settings
+    assert at.text_input[0].value == str(small_catalog)
+    assert at.selectbox[0].value == "tiny-random" and at.selectbox[1].value == "train"
+    loads.clear()
     at.button[0].click()
     at.run()
     _no_errors(at)
-    assert any(s.value.startswith("Built ") for s in at.success)
-    summary = at.dataframe[0].value
-    assert dict(zip(summary["what"], summary["count"]))["items added"] == load_artifacts(workdir).manifest["n_items"]
+    job = latest_build(workdir)
+    assert job is not None and job.running and job.encoder is not None
+    assert loads == []  # the encoder the pages already loaded is reused, not loaded a second time
+    assert any("Building" in m.value for m in at.markdown)
 
-    workdir.mkdir(exist_ok=True)
-    with FileLock(str(workdir / "build.lock")):
+    # meanwhile another session answers from the current build, and cannot start a second build
+    other = _open(AppTest.from_file(str(REPO / "Home.py"), default_timeout=TIMEOUT), "1_Find_matches.py")
+    other.radio[0].set_value("Pick a catalogue item")
+    other.run()
+    _no_errors(other)
+    assert len(other.image) == 1 + 8
+    assert not other.button  # the Rebuild page of that session shows the running build, not the form
+    _open(other, "4_Rebuild_index.py")
+    assert any("Building" in m.value for m in other.markdown) and not other.button
+
+    gate.set()
+    assert job.wait(120) and job.error is None
+    at.run()
+    _no_errors(at)
+    assert any(s.value.startswith("Built ") for s in at.success)
+    summary = dict(zip(at.dataframe[0].value["what"], at.dataframe[0].value["count"]))
+    assert summary["images embedded now"] == 0 and summary["items added"] == 0
+    assert load_artifacts(workdir).build_id != before
+
+
+def test_any_rebuild_failure_is_one_error_box(small_catalog, tmp_path, monkeypatch):
+    from filelock import FileLock
+
+    import vibe.pipeline
+    from conftest import fast_build_config
+    from vibe.jobs import latest_build
+
+    workdir = tmp_path / "w"
+    vibe.pipeline.build(fast_build_config(small_catalog, workdir))
+    monkeypatch.setenv("VIBE_WORKDIR", str(workdir))
+    monkeypatch.chdir(REPO)
+    at = _open(AppTest.from_file(str(REPO / "Home.py"), default_timeout=TIMEOUT), "4_Rebuild_index.py")
+
+    def boom(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(vibe.pipeline, "train_heads", boom)
+    at.button[0].click()
+    at.run()
+    assert latest_build(workdir).wait(60)
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and "failed unexpectedly (RuntimeError: boom)" in at.error[0].value
+
+    monkeypatch.undo()
+    monkeypatch.setenv("VIBE_WORKDIR", str(workdir))
+    monkeypatch.chdir(REPO)
+    with FileLock(str(workdir / "build.lock")):  # a build of another process (the CLI) holds the workdir
         at.button[0].click()
         at.run()
-    assert any("Another build is already running" in e.value for e in at.error)
+        assert latest_build(workdir).wait(60)
+    at.run()
+    assert len(at.error) == 1 and "Another build is already running" in at.error[0].value

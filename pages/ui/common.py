@@ -9,6 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from vibe.artifacts import status
+from vibe.backbone import Encoder
 from vibe.bundle import Bundle, current_build_id, load_bundle
 from vibe.config import default_workdir
 from vibe.errors import VibeError
@@ -39,10 +40,17 @@ def workdir() -> Path:
     return Path(os.environ.get("VIBE_WORKDIR") or default_workdir())
 
 
-@st.cache_resource(show_spinner="Loading the backbone and the indexes…", max_entries=2)
+@st.cache_resource(show_spinner="Loading the backbone…", max_entries=2)
+def get_encoder(name: str) -> Encoder:
+    """One loaded encoder per backbone name, shared by every session, every build and the Rebuild page."""
+    return Encoder(name)
+
+
+@st.cache_resource(show_spinner="Loading the indexes…", max_entries=2)
 def _bundle(workdir: str, build_id: str) -> Bundle:
-    # keyed by build id: a rebuild swaps in a new bundle, and pages answer from the old one until then
-    return load_bundle(Path(workdir))
+    # keyed by build id and loaded from that very build folder: a rebuild swaps in a new bundle, and pages answer
+    # from the old one until then
+    return load_bundle(Path(workdir), build_id, encoders=get_encoder)
 
 
 def get_bundle() -> Bundle | None:
@@ -54,7 +62,12 @@ def get_bundle() -> Bundle | None:
         st.page_link(REBUILD_PAGE, label="Build the index", icon=":material/build:")
         return None
     try:
-        return _bundle(str(wd), build_id)
+        try:
+            return _bundle(str(wd), build_id)
+        except VibeError:
+            if current_build_id(wd) == build_id:
+                raise
+            return _bundle(str(wd), current_build_id(wd))  # a rebuild was published (and the old one pruned) meanwhile
     except VibeError as e:
         st.error(str(e))
         st.page_link(REBUILD_PAGE, label="Rebuild the index", icon=":material/build:")
