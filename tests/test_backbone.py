@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import real_catalog_root
+from conftest import SAMPLE
 from vibe import Encoder
-from vibe.backbone import FASHION_CLIP_ID
+from vibe.registry import FASHION_CLIP_ID
 from vibe.errors import VibeError
 from vibe.images import ImageError
 
 
 def _some_images(n=6):
-    root = real_catalog_root()
+    root = SAMPLE
     return sorted((root / "images").iterdir())[:n]
 
 
@@ -68,13 +68,48 @@ def test_bad_image_raises_one_clear_error_or_is_reported(tiny_encoder, tmp_path)
     assert errors == [1] and np.isnan(emb[1]).all() and not np.isnan(emb[0]).any()
 
 
-def test_fashion_clip_is_the_default_and_fails_clearly_offline(monkeypatch):
+def test_the_default_backbone_is_auto_everywhere_and_fashion_clip_fails_clearly_offline(monkeypatch):
     import inspect
 
-    assert inspect.signature(Encoder).parameters["name"].default == "fashion-clip"
+    from vibe.config import BuildConfig, default_backbone
+
+    monkeypatch.delenv("VIBE_BACKBONE", raising=False)
+    assert default_backbone() == "auto" == BuildConfig().backbone
+    assert inspect.signature(Encoder).parameters["name"].default is None  # None = default_backbone()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(VibeError, match=FASHION_CLIP_ID):
+    with pytest.raises(VibeError, match=f"{FASHION_CLIP_ID}.*hf download {FASHION_CLIP_ID}"):
         Encoder("fashion-clip")
+
+
+def test_the_core_has_no_import_cycles():
+    """Every `from .x import`, at the top or inside a function, is an edge; a cycle means modules half-initialised."""
+    import ast
+
+    from conftest import REPO
+
+    graph = {}
+    for path in (REPO / "vibe").glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module} if node.module else {a.name for a in node.names}
+        graph[path.stem] = {d.split(".")[0] for d in deps} - {"__init__"}
+    graph["__init__"] = set()  # its lazy `Encoder` attribute is not an import made while loading
+
+    def visit(node, stack):
+        assert node not in stack, " -> ".join([*stack, node])
+        for dep in graph.get(node, ()):
+            visit(dep, [*stack, node])
+
+    for module in graph:
+        visit(module, [])
+
+
+def test_no_core_module_or_script_hard_codes_the_shared_folder():
+    from conftest import REPO
+
+    for path in [*(REPO / "vibe").glob("*.py"), *(REPO / "scripts").iterdir()]:
+        assert "shared/" not in path.read_text(), path
 
 
 def test_a_folder_without_config_is_a_clear_error(tmp_path):
@@ -83,7 +118,7 @@ def test_a_folder_without_config_is_a_clear_error(tmp_path):
 
 
 def test_the_fast_path_is_bf16_only_where_it_keeps_cosine_above_0_99(tiny_clip_dir):
-    from vibe.backbone import bf16_native
+    from vibe.parts import bf16_native
 
     fast, exact = Encoder(str(tiny_clip_dir)), Encoder(str(tiny_clip_dir), precision="fp32")
     assert exact.precision == "fp32" and fast.fingerprint == exact.fingerprint

@@ -75,8 +75,31 @@ def test_user_errors_are_one_line_without_traceback(cli_built, tmp_path):
         assert len(errors) == 1, r.stderr
 
 
+def test_a_missing_or_unreadable_photo_fails_before_torch_or_the_model_load(cli_built, tmp_path):
+    code = ("import sys\nfrom vibe.cli import main\nrc = main(sys.argv[1:])\n"
+            "print(rc, 'torch' in sys.modules, 'faiss' in sys.modules)")
+    for name in ("missing.jpg", "notes.jpg"):
+        if name == "notes.jpg":
+            (tmp_path / name).write_text("not a photo")
+        r = subprocess.run([sys.executable, "-c", code, "find", str(tmp_path / name), "--workdir", str(cli_built)],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert r.stdout.split() == ["2", "False", "False"], r.stderr
+        assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+        assert "Pillow" not in r.stderr
+
+
+def test_progress_in_a_log_is_plain_lines(small_catalog, tmp_path):
+    r = _run("build", "--data", str(small_catalog), "--backbone", "tiny-random", "--workdir", str(tmp_path / "w"),
+             "--head-epochs", "5", "--projection-epochs", "2", "--min-class-count", "3")
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr
+    progress = [ln for ln in r.stderr.splitlines() if ln.startswith(("embed: ", "heads: ", "projection: "))]
+    assert "embed: 0/300" in progress and "embed: 300/300" in progress and "projection: 2/2" in progress
+    assert len(progress) < 20
+
+
 def test_every_command_has_help():
-    for cmd in ("build", "find", "eval", "status"):
+    for cmd in ("build", "find", "eval", "status", "train-backbone", "bench"):
         r = _run(cmd, "--help")
         assert r.returncode == 0 and "usage:" in r.stdout
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vibe.backbone import l2_normalize
+from vibe.vectors import l2_normalize
 from vibe.index import VectorIndex
 
 

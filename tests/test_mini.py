@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SAMPLE, real_catalog_root
+from conftest import SAMPLE
 from vibe import Encoder
 from vibe.config import CatalogConfig
 from vibe.errors import VibeError
@@ -34,24 +34,75 @@ def test_auto_falls_back_to_vibe_mini_when_the_hub_is_unreachable(monkeypatch, t
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     enc = Encoder("auto")
     assert enc.kind == "vibe-mini" and enc.name == "vibe-mini"
-    assert "using vibe-mini" in enc.note and "huggingface-cli download patrickjohncyh/fashion-clip" in enc.note
+    assert "using vibe-mini" in enc.note and "hf download patrickjohncyh/fashion-clip" in enc.note
 
 
 def test_short_training_run_end_to_end(tmp_path):
     out = tmp_path / "mini"
     cfg = MiniConfig(epochs=2, resolution=32, width=8, batch_size=64)
-    report = train_mini(CatalogConfig(root=real_catalog_root(), limit=300), out, cfg)
+    report = train_mini(CatalogConfig(root=SAMPLE, limit=300), out, cfg)
     assert report["n_train"] + report["n_report"] == 300
     assert set(report["accuracy"]) == {"item_type", "gender", "colour", "season", "style"}
     meta = json.loads((out / CONFIG_FILE).read_text())
     assert meta["kind"] == "vibe-mini" and meta["config"]["resolution"] == 32
     enc = Encoder(str(out))
-    emb = enc.encode_images(sorted((real_catalog_root() / "images").iterdir())[:3])
+    emb = enc.encode_images(sorted((SAMPLE / "images").iterdir())[:3])
     assert emb.shape == (3, 512) and not np.isnan(emb).any()
 
 
 def test_a_broken_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / CONFIG_FILE).write_text('{"config": {}}')
     (tmp_path / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(VibeError, match="not a valid vibe-mini checkpoint.*train-backbone"):
+        Encoder(str(tmp_path))
+    (tmp_path / CONFIG_FILE).write_text('{"config": {"no_such_field": 1}}')
     with pytest.raises(VibeError, match="not a usable vibe-mini checkpoint"):
         Encoder(str(tmp_path))
+
+
+def _digest(folder):
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_train_backbone_never_touches_the_shipped_checkpoint_by_default(tmp_path, capsys, small_catalog):
+    from vibe.cli import main
+
+    shipped_before = _digest(VIBE_MINI_DIR)
+    args = ["train-backbone", "--data", str(SAMPLE), "--limit", "150", "--epochs", "1", "--resolution", "32", "--quiet"]
+    assert main([*args, "--workdir", str(tmp_path / "w"), "--exclude", str(small_catalog)]) == 0
+    assert _digest(VIBE_MINI_DIR) == shipped_before
+    (out,) = (tmp_path / "w" / "backbones").iterdir()
+    assert out.name.startswith("vibe-mini-") and {p.name for p in out.iterdir()} == {CONFIG_FILE, "model.safetensors"}
+    assert f"--backbone {out}" in capsys.readouterr().out
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    assert meta["excluded"] == {"catalogues": [str(small_catalog)], "items": 300}
+    assert meta["report"]["n_train"] + meta["report"]["n_report"] < 150  # the excluded items were left out
+
+    # --out replaces a folder as a whole: the new weights and config together, nothing half-written beside them
+    target = tmp_path / "named"
+    target.mkdir()
+    (target / "stale.txt").write_text("old")
+    assert main([*args, "--out", str(target)]) == 0
+    assert {p.name for p in target.iterdir()} == {CONFIG_FILE, "model.safetensors"}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    Encoder(str(target))
+
+
+def test_a_crash_while_saving_a_checkpoint_leaves_the_old_one_whole(tmp_path, monkeypatch):
+    import vibe.mini
+
+    out = tmp_path / "mini"
+    cfg = MiniConfig(epochs=1, resolution=32, width=8, batch_size=64)
+    train_mini(CatalogConfig(root=SAMPLE, limit=100), out, cfg)
+    before = _digest(out)
+
+    def crash(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(vibe.mini, "write_json", crash)  # the weights are written, then the config write fails
+    with pytest.raises(VibeError, match="No space left on device.*untouched"):
+        train_mini(CatalogConfig(root=SAMPLE, limit=100), out, MiniConfig(epochs=1, resolution=32, width=8, batch_size=64, seed=1))
+    assert _digest(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["mini"]

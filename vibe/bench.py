@@ -17,7 +17,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .backbone import Encoder, bf16_native, l2_normalize
+from .backbone import Encoder
+from .config import SAMPLE_DATA
+from .parts import bf16_native
+from .vectors import l2_normalize
 from .progress import Progress, silent
 
 KEYS = ("embed_pipeline_vs_forward", "fast_path_speedup_vs_prototype", "fast_path_min_cosine", "query_p50_ms",
@@ -30,6 +33,7 @@ class BenchConfig:
     """Sizes of each measurement; `quick()` is the tiny configuration the test suite runs."""
 
     backbone: str = "vit-b32-random"  # FashionCLIP's architecture with random weights: exactly its cost, no download
+    data: Path = SAMPLE_DATA  # real photos to measure on (`bench --data DIR`)
     n_images: int = 160  # images through the embedding path (five batches)
     batch_size: int = 32
     index_size: int = 44_000  # the full Kaggle catalogue
@@ -52,14 +56,10 @@ def _timeit(fn, repeat: int = 1) -> float:
     return (time.perf_counter() - t0) / repeat
 
 
-def _real_images() -> tuple[Path, pd.DataFrame]:
+def _real_images(root: Path) -> tuple[Path, pd.DataFrame]:
     from .catalog import load_catalog
-    from .config import REPO_ROOT, SAMPLE_DATA
 
-    shared = REPO_ROOT.parent / "shared" / "data" / "fashion-small"
-    root = shared if (shared / "styles.csv").is_file() else SAMPLE_DATA
-    items = load_catalog(root).items
-    return root, items
+    return Path(root), load_catalog(root).items
 
 
 def _catalog_dir(dst: Path, root: Path, items, unique_tag: str = "") -> Path:
@@ -88,7 +88,7 @@ def _grown(base: np.ndarray, n: int, seed: int = 0, noise: float = 0.02) -> tupl
     return l2_normalize(base[src] + rng.normal(scale=noise, size=(n, base.shape[1])).astype(np.float32)), src
 
 
-def _in_memory_artifacts(emb: np.ndarray, items, encoder: Encoder):
+def _in_memory_artifacts(emb: np.ndarray, items, encoder: Encoder, folder: Path):
     """An Artifacts built in memory over `emb` (heads and projection trained briefly: their cost, not their quality, matters)."""
     from .artifacts import Artifacts
     from .config import HEADS, HeadsConfig, ProjectionConfig
@@ -101,11 +101,11 @@ def _in_memory_artifacts(emb: np.ndarray, items, encoder: Encoder):
     heads, _ = train_heads(emb, codes, vocabs, HeadsConfig(epochs=3, patience=1))
     rng = np.random.default_rng(0)
     rows = np.arange(len(items))
-    proj, _ = train_projection(emb, lambda e: mine_triplets(codes, rows, vocabs["gender"], 1, rng), ProjectionConfig(epochs=1))
+    proj, _ = train_projection(emb, lambda e: mine_triplets(items, rows, 1, rng), ProjectionConfig(epochs=1))
     table = items.assign(**{f"{h}_code": codes[h] for h in HEADS}, hash=[f"bench{i}" for i in range(len(items))],
                          split="train")
     manifest = {"backbone": encoder.info(), "n_items": len(items), "vocabs": vocabs, "catalog": {"root": "."}}
-    return Artifacts(path=Path(tempfile.gettempdir()) / "bench" / "builds" / "x", manifest=manifest, items=table,
+    return Artifacts(path=folder, manifest=manifest, items=table,
                      clip=VectorIndex.build(emb), style=VectorIndex.build(proj.project(emb)), heads=heads, projection=proj,
                      metrics={})
 
@@ -151,7 +151,7 @@ def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent) -> dict:
     steps = 7
     progress("bench", 0, steps)
     details: dict = {}
-    root, items = _real_images()
+    root, items = _real_images(cfg.data)
     encoder = Encoder(cfg.backbone)
     fp32 = Encoder(cfg.backbone, precision="fp32") if encoder.precision != "fp32" else encoder
     details["backbone"] = encoder.description
@@ -188,7 +188,7 @@ def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent) -> dict:
         # 3. one upload -> attributes -> filtered search -> k results, on an index of index_size items
         grown, src = _grown(fast_emb, cfg.index_size)
         big_items = sample.iloc[src].reset_index(drop=True).assign(id=np.arange(cfg.index_size) + 10_000_000)
-        art = _in_memory_artifacts(grown, big_items, encoder)
+        art = _in_memory_artifacts(grown, big_items, encoder, tmp / "builds" / "query")
         matcher = Matcher(art, encoder)
         queries = [p.read_bytes() for p in [root / q for q in items["path"].iloc[cfg.n_images:cfg.n_images + cfg.n_queries]]]
         from .images import load_image
@@ -224,12 +224,13 @@ def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent) -> dict:
         from .views import compute_layout
 
         compute_layout(grown[:300])
-        umap_art = art if cfg.umap_points == cfg.index_size else _in_memory_artifacts(*_grown_items(fast_emb, sample, cfg.umap_points), encoder)
+        umap_art = art if cfg.umap_points == cfg.index_size else _in_memory_artifacts(
+            *_grown_items(fast_emb, sample, cfg.umap_points), encoder, tmp / "builds" / "umap")
         # every point, not the dashboard's 20,000-point sample
-        _, facts = layout(umap_art, "clip", tmp / "views-work", "bench-build", max_points=cfg.umap_points)
+        _, facts = layout(umap_art, "clip", max_points=cfg.umap_points)
         umap_fresh = facts["seconds"]
         details["umap_points"] = facts["n_shown"]
-        _, facts = layout(umap_art, "clip", tmp / "views-work", "bench-build", max_points=cfg.umap_points)
+        _, facts = layout(umap_art, "clip", max_points=cfg.umap_points)
         umap_cached = facts["seconds"]
         progress("bench", 5, steps)
 

@@ -66,7 +66,12 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train-backbone", help="train the offline vibe-mini encoder on a labelled catalogue",
                        description="Train vibe-mini (a compact CNN, 512-D embeddings) on a labelled catalogue on the CPU and save it as safetensors.")
     _catalog_args(t, required=True)
-    t.add_argument("--out", type=Path, default=None, help="output folder (default checkpoints/vibe-mini)")
+    t.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: a new WORKDIR/backbones/vibe-mini-<time>; the shipped checkpoints/vibe-mini "
+                        "is replaced only when --out names it)")
+    t.add_argument("--exclude", type=Path, action="append", default=[], metavar="CATALOG",
+                   help="leave out the items of this catalogue folder (repeatable), e.g. data/sample so the demo shows unseen photos")
+    _workdir(t)
     t.add_argument("--epochs", type=int, default=None, help="training epochs (default from MiniConfig)")
     t.add_argument("--resolution", type=int, default=None, help="input side in pixels (default from MiniConfig)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -77,6 +82,7 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--json", action="store_true", help="print one JSON object")
     bn.add_argument("--quick", action="store_true", help="a tiny configuration (seconds; what the tests run)")
     bn.add_argument("--backbone", default=None, help="default: vit-b32-random (FashionCLIP's architecture and cost, random weights)")
+    bn.add_argument("--data", type=Path, default=None, help="a catalogue of real photos to measure on (default data/sample)")
 
     s = sub.add_parser("status", help="what is built in the workdir")
     _workdir(s)
@@ -94,15 +100,14 @@ def _say(line: str) -> None:
 
 
 def _load(workdir: Path, backbone: str | None):
-    from .artifacts import load_artifacts
-    from .backbone import Encoder
+    from .bundle import load_bundle
 
-    art = load_artifacts(workdir)
-    encoder = Encoder(backbone or art.backbone["name"])
-    if encoder.note:
-        _say(f"warning: {encoder.note}")
-    _say(f"backbone: {encoder.description}; index built {art.manifest['created_at']} ({art.manifest['n_items']} items)")
-    return art, encoder
+    bundle = load_bundle(workdir, backbone=backbone)
+    if bundle.encoder.note:
+        _say(f"warning: {bundle.encoder.note}")
+    m = bundle.artifacts.manifest
+    _say(f"backbone: {bundle.encoder.description}; index built {m['created_at']} ({m['n_items']} items)")
+    return bundle
 
 
 def cmd_build(a) -> int:
@@ -119,16 +124,14 @@ def cmd_build(a) -> int:
 
 
 def cmd_find(a) -> int:
-    from .retrieve import Matcher
-
     if (a.image is None) == (a.item is None):
         raise VibeError("Give an image file or --item ID (one of them).")
     if a.image is not None:
-        from .images import load_image
+        from .images import load_image  # light: a bad file fails here, before torch, FAISS or the model load
 
-        load_image(a.image)  # a bad file fails here, before the model loads
-    art, encoder = _load(a.workdir or default_workdir(), a.backbone)
-    res = Matcher(art, encoder).find(a.image, item_id=a.item, mode=a.mode, k=a.k, per_type=a.per_type)
+        load_image(a.image)
+    bundle = _load(a.workdir or default_workdir(), a.backbone)
+    res = bundle.matcher.find(a.image, item_id=a.item, mode=a.mode, k=a.k, per_type=a.per_type)
     if a.json:
         print(json.dumps(res.to_dict(), indent=2))
         return 0
@@ -148,8 +151,9 @@ def cmd_eval(a) -> int:
     from .evaluate import evaluate
 
     workdir = a.workdir or default_workdir()
-    art, encoder = _load(workdir, a.backbone)
-    catalog = load_catalog(_catalog_config(a))
+    catalog = load_catalog(_catalog_config(a))  # a wrong folder or an empty subset fails before the model loads
+    bundle = _load(workdir, a.backbone)
+    art, encoder = bundle.artifacts, bundle.encoder
     for line in catalog.report.lines():
         _say(line)
     progress = _progress(a.json)
@@ -171,18 +175,24 @@ def cmd_eval(a) -> int:
 
 def cmd_train_backbone(a) -> int:
     from dataclasses import replace
+    from datetime import datetime, timezone
 
+    from .catalog import read_styles
     from .mini import MiniConfig, train_mini
-    from .registry import VIBE_MINI_DIR
 
     cfg = MiniConfig()
     cfg = replace(cfg, **{k: v for k, v in (("epochs", a.epochs), ("resolution", a.resolution)) if v is not None})
+    excluded: set[int] = set()
+    for folder in a.exclude:
+        excluded |= set(read_styles(Path(folder) / "styles.csv")[0]["id"].tolist())
+    out = a.out or (a.workdir or default_workdir()) / "backbones" / f"vibe-mini-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     progress = _progress(a.quiet)
-    out = a.out or VIBE_MINI_DIR
-    report = train_mini(_catalog_config(a), out, cfg, progress=progress, log=_say)
+    report = train_mini(_catalog_config(a), out, cfg, progress=progress, log=_say, exclude_ids=excluded,
+                        excluded_from=[str(f) for f in a.exclude])
     progress.close()
     acc = ", ".join(f"{h} {v:.3f}" for h, v in report["accuracy"].items())
     print(f"vibe-mini saved to {out} after {report['train_seconds']:.0f}s; accuracy on {report['n_report']} held-out images: {acc}")
+    print(f"use it with --backbone {out}")
     return 0
 
 
@@ -192,8 +202,7 @@ def cmd_bench(a) -> int:
     from .bench import KEYS, BenchConfig, run
 
     cfg = BenchConfig.quick() if a.quick else BenchConfig()
-    if a.backbone:
-        cfg = replace(cfg, backbone=a.backbone)
+    cfg = replace(cfg, **{k: v for k, v in (("backbone", a.backbone), ("data", a.data)) if v is not None})
     progress = _progress(False)
     result = run(cfg, progress=progress)
     progress.close()

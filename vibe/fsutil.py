@@ -33,6 +33,26 @@ def atomic_path(target: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def atomic_folder(target: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside `target`; on success it takes `target`'s place (the old one, if any, is
+    moved aside first and removed after), so readers see the old folder or the new one, never a mix of files."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        yield staging
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
+        os.replace(staging, target)
+        if old is not None:
+            remove_tree(old)
+    finally:
+        remove_tree(staging)
+
+
 def write_json(target: Path, data) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str))
@@ -63,9 +83,9 @@ def save_module(path: Path, module, meta: dict[str, str]) -> None:
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp), metadata=meta)
 
 
-def load_module(path: Path, make, what: str):
+def load_module(path: Path, make, what: str, fix: str = "rebuild with `python -m vibe build`"):
     """Rebuild a module with `make(metadata)` and load its safetensors weights: loading never runs code.
-    Any failure (not safetensors, a pickle, truncated, wrong shapes) is one clear VibeError."""
+    Any failure (not safetensors, a pickle, truncated, wrong shapes) is one clear VibeError ending in `fix`."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -77,5 +97,5 @@ def load_module(path: Path, make, what: str):
         module = make(meta)
         module.load_state_dict(load_file(str(path)))
     except Exception as e:  # noqa: BLE001 - whatever went wrong, this is not a checkpoint we wrote
-        raise VibeError(f"{path} is not a valid {what} checkpoint ({type(e).__name__}); rebuild with `python -m vibe build`.") from None
+        raise VibeError(f"{path} is not a valid {what} checkpoint ({type(e).__name__}); {fix}.") from None
     return module.eval()

@@ -75,6 +75,7 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{label} declares a huge size (a decompression bomb?); it was not decoded.") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{label} is not an image Pillow can read (JPEG, PNG, WebP, GIF, BMP, TIFF).") from None
+        raise ImageError(f"{label} is not an image: use a JPEG, PNG, WebP, GIF, BMP or TIFF photo.") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{label} is damaged or truncated and cannot be decoded ({e}).") from None
+        raise ImageError(f"{label} is damaged or truncated and cannot be decoded: save or export it again "
+                         "(JPEG, PNG, WebP, GIF, BMP or TIFF).") from None

@@ -11,16 +11,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 from torch import nn
 
-from .backbone import bf16_native
 from .catalog import load_catalog
 from .config import HEADS, CatalogConfig
 from .errors import VibeError
-from .fsutil import save_module, write_json
+from .fsutil import atomic_folder, load_module, save_module, write_json
 from .heads import build_vocabularies, encode_labels, stratified_split
 from .images import load_image
+from .parts import bf16_native
 from .progress import Progress, silent
 
 CONFIG_FILE = "vibe-mini.json"
@@ -122,13 +121,18 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_mini(catalog: CatalogConfig, out_dir: Path, cfg: MiniConfig = MiniConfig(), progress: Progress = silent,
-               log=lambda line: None) -> dict:
-    """Train vibe-mini on a labelled catalogue and save it (safetensors + a JSON config) to `out_dir`. Returns the report."""
+               log=lambda line: None, exclude_ids: set[int] = frozenset(), excluded_from: list[str] = ()) -> dict:
+    """Train vibe-mini on a labelled catalogue and save it (safetensors + a JSON config) to `out_dir`. Returns the report.
+    Items whose id is in `exclude_ids` are never seen (e.g. the demo catalogue, so the demo shows unseen photos)."""
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     cat = load_catalog(catalog)
     for line in cat.report.lines():
         log(line)
+    if exclude_ids:
+        left_out = cat.items["id"].isin(list(exclude_ids))
+        log(f"  left out {int(left_out.sum())} items that are in {', '.join(excluded_from) or 'the excluded catalogues'}")
+        cat.items = cat.items[~left_out].reset_index(drop=True)
     paths = [cat.root / p for p in cat.items["path"]]
     pixels, ok = _decode_all(paths, cfg.resolution, progress)
     items = cat.items.iloc[ok].reset_index(drop=True)
@@ -177,6 +181,7 @@ def train_mini(catalog: CatalogConfig, out_dir: Path, cfg: MiniConfig = MiniConf
     report["train_seconds"] = round(time.perf_counter() - t_start, 1)
     save_mini(out_dir, net, cfg, {
         "trained_on": str(cat.root), "subset": catalog.subset, "holdout_fraction": catalog.holdout_fraction,
+        "excluded": {"catalogues": list(excluded_from), "items": len(exclude_ids)},
         "vocabs": vocabs, "report": report, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return report
 
@@ -197,21 +202,24 @@ def _accuracy(net, heads, logits, x: torch.Tensor, y: dict[str, torch.Tensor]) -
 
 
 def save_mini(out_dir: Path, net: MiniNet, cfg: MiniConfig, info: dict) -> None:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_module(out_dir / WEIGHTS_FILE, net, {"format": "vibe-mini-1"})
-    write_json(out_dir / CONFIG_FILE, {"kind": "vibe-mini", "config": asdict(cfg), **info})
+    """Weights and config are written together into a staging folder that then takes `out_dir`'s place."""
+    try:
+        with atomic_folder(out_dir) as staging:
+            save_module(staging / WEIGHTS_FILE, net, {"format": "vibe-mini-1"})
+            write_json(staging / CONFIG_FILE, {"kind": "vibe-mini", "config": asdict(cfg), **info})
+    except OSError as e:
+        raise VibeError(f"Could not save vibe-mini to {out_dir} ({e.strerror or e}); what was there before is untouched. "
+                        "Free disk space (or fix permissions) and train again.") from None
 
 
 def load_mini(folder: Path) -> tuple[MiniNet, SquarePreprocess, dict]:
     """Load a vibe-mini folder (safetensors: loading runs no code)."""
     folder = Path(folder)
+    fix = "train one with `python -m vibe train-backbone --data DIR`"
     try:
         meta = json.loads((folder / CONFIG_FILE).read_text())
         cfg = MiniConfig(**meta["config"])
-        net = MiniNet(cfg.width, cfg.dim)
-        net.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
-    except Exception as e:  # noqa: BLE001 - anything wrong here means an unusable checkpoint
-        raise VibeError(f"{folder} is not a usable vibe-mini checkpoint ({type(e).__name__}: {str(e)[:100]}); "
-                        "train one with `python -m vibe train-backbone --data DIR`.") from None
-    return net.eval(), SquarePreprocess(cfg.resolution), meta
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise VibeError(f"{folder} is not a usable vibe-mini checkpoint ({CONFIG_FILE}: {type(e).__name__}); {fix}.") from None
+    net = load_module(folder / WEIGHTS_FILE, lambda meta: MiniNet(cfg.width, cfg.dim), "vibe-mini", fix)
+    return net, SquarePreprocess(cfg.resolution), meta

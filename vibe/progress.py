@@ -1,6 +1,8 @@
-"""Progress reporting shared by the CLI (tqdm) and the dashboard (st.progress)."""
+"""Progress reporting shared by the CLI (tqdm on a terminal, plain lines in a log) and the dashboard (st.progress)."""
 from __future__ import annotations
 
+import sys
+import time
 from typing import Protocol
 
 
@@ -12,17 +14,38 @@ def silent(stage: str, done: int, total: int) -> None:
     """A progress callback that reports nothing."""
 
 
+class LineProgress:
+    """Plain `stage: done/total` lines, at most one per `every` seconds per stage plus the last: for logs, not terminals."""
+
+    def __init__(self, stream=None, every: float = 10.0):
+        self.stream, self.every = stream or sys.stderr, every
+        self._last: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        first = stage not in self._last
+        if first or done >= total or now - self._last[stage] >= self.every:
+            self._last[stage] = now
+            print(f"{stage}: {done}/{total}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
 class TqdmProgress:
-    """One tqdm bar per stage, fed by the core's progress callback."""
+    """One tqdm bar per stage, fed by the core's progress callback; plain lines when stderr is not a terminal."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self._bar = None
         self._stage = None
+        self._lines = None if sys.stderr.isatty() else LineProgress()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if not self.enabled:
             return
+        if self._lines is not None:
+            return self._lines(stage, done, total)
         from tqdm.auto import tqdm
 
         if stage != self._stage:

@@ -7,13 +7,17 @@ from pathlib import Path
 
 import torch
 
-from .backbone import ALIASES, FASHION_CLIP_ID, BackboneParts, Preprocess
 from .config import REPO_ROOT
 from .errors import VibeError
+from .mini import CONFIG_FILE, load_mini
+from .parts import BackboneParts, Preprocess
+
+FASHION_CLIP_ID = "patrickjohncyh/fashion-clip"
+ALIASES = {"fashion-clip": FASHION_CLIP_ID}
 
 VIBE_MINI_DIR = REPO_ROOT / "checkpoints" / "vibe-mini"
-GET_FASHION_CLIP = ("to use FashionCLIP, run `huggingface-cli download patrickjohncyh/fashion-clip` "
-                    "on a connected machine (or copy its Hugging Face cache here)")
+GET_FASHION_CLIP = (f"to use FashionCLIP, run `hf download {FASHION_CLIP_ID}` on a connected machine "
+                    "(or copy its Hugging Face cache here)")
 
 # Deterministic and tiny: runs the real CLIP code path in milliseconds. Its embeddings mean nothing.
 TINY_CLIP = {
@@ -97,8 +101,8 @@ def load_clip(source: str | Path, name: str | None = None, local_only: bool = Fa
             raise VibeError(f"Could not load a CLIP model from the folder {source} ({reason}). It needs config.json, "
                             "preprocessor_config.json and safetensors weights, as save_pretrained writes them.")
         raise VibeError(f"Could not load a CLIP model from {source} (not in the local Hugging Face cache, and the hub "
-                        "did not answer). Download it on a connected machine (huggingface-cli download "
-                        "patrickjohncyh/fashion-clip) or pass --backbone with a local folder saved by save_pretrained.")
+                        f"did not answer). Download it on a connected machine (`hf download {source}`) "
+                        "or pass --backbone with a local folder saved by save_pretrained.")
     if source == FASHION_CLIP_ID:
         description = f"FashionCLIP ({FASHION_CLIP_ID})"
     else:
@@ -108,8 +112,6 @@ def load_clip(source: str | Path, name: str | None = None, local_only: bool = Fa
 
 def load_vibe_mini(folder: str | Path = VIBE_MINI_DIR, name: str = "vibe-mini") -> BackboneParts:
     """The project's own offline encoder (see vibe/mini.py)."""
-    from .mini import CONFIG_FILE, load_mini
-
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file():
         raise VibeError(f"No vibe-mini checkpoint in {folder}: train one with `python -m vibe train-backbone --data DIR --out {folder}`.")
@@ -152,8 +154,6 @@ def load_parts(name: str) -> BackboneParts:
                            "tiny random CLIP (test backbone: its matches mean nothing)", tiny_clip_model(), TINY_PREPROCESS)
     path = Path(name).expanduser()
     if path.is_dir():
-        from .mini import CONFIG_FILE
-
         if (path / CONFIG_FILE).is_file():
             return load_vibe_mini(path, name=str(path))
         if (path / "config.json").is_file():
