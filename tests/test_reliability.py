@@ -99,21 +99,31 @@ def test_animated_images_use_the_first_frame(fmt):
     assert r > 200 and g < 60 and b < 60
 
 
-def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
-    bomb = tmp_path / "bomb.png"
-    Image.new("1", (20_000, 20_000)).save(bomb)  # 400 MP of nothing: a few hundred kB on disk
+def test_an_image_over_the_projects_pixel_limit_is_refused_before_decoding(tmp_path):
+    from vibe.images import MAX_PIXELS
+
+    big = tmp_path / "big.png"
+    side = 7100  # 50.4 MP: over the project's 40 MP limit, under Pillow's own bomb threshold (89 MP)
+    Image.new("RGB", (side, side), (250, 250, 250)).save(big)  # 151 MB of pixels, a few hundred kB of PNG
+    assert MAX_PIXELS < side * side < Image.MAX_IMAGE_PIXELS  # Pillow alone would decode it: the limit is ours
     # VmHWM: this process's own peak (ru_maxrss would include the pytest parent's, inherited across exec)
     code = ("import re, sys\nfrom vibe.images import load_image, ImageError\n"
             "try:\n    load_image(sys.argv[1])\nexcept ImageError as e:\n    print('refused:', e)\n"
             "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n")
-    r = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True, cwd=REPO, timeout=120)
     lines = r.stdout.strip().splitlines()
-    assert lines[0].startswith("refused:") and ("bomb" in lines[0] or "MP limit" in lines[0])
-    assert int(lines[-1]) < 400_000  # kB: far below the 1.2 GB that decoding 400 MP of RGB would take
+    assert lines[0].startswith("refused:") and "7100x7100 pixels, over the 40 MP limit" in lines[0], r.stdout + r.stderr
+    assert int(lines[-1]) < 120_000  # kB: decoding would take 151 MB for the pixels alone
 
 
 def test_a_pickled_checkpoint_never_runs(tmp_path, tiny_clip_dir):
     import shutil
+
+    from vibe import Encoder
+    from vibe.heads import load_heads
+    from vibe.mini import CONFIG_FILE, WEIGHTS_FILE
+    from vibe.projection import load_projection
+    from vibe.registry import VIBE_MINI_DIR
 
     marker = tmp_path / "pwned"
 
@@ -121,12 +131,24 @@ def test_a_pickled_checkpoint_never_runs(tmp_path, tiny_clip_dir):
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
+    evil = pickle.dumps({"weights": Payload()})
+    # the project's own loaders: heads, projection, vibe-mini
+    (tmp_path / "heads.safetensors").write_bytes(evil)
+    with pytest.raises(VibeError, match="not a valid heads checkpoint"):
+        load_heads(tmp_path / "heads.safetensors")
+    with pytest.raises(VibeError, match="not a valid projection checkpoint"):
+        load_projection(tmp_path / "heads.safetensors")
+    mini = tmp_path / "evil-mini"
+    mini.mkdir()
+    shutil.copy(VIBE_MINI_DIR / CONFIG_FILE, mini / CONFIG_FILE)
+    (mini / WEIGHTS_FILE).write_bytes(evil)
+    with pytest.raises(VibeError, match="not a valid vibe-mini checkpoint"):
+        Encoder(str(mini))
+    # and a CLIP folder holding only a pickled pytorch_model.bin (transformers reads it with weights_only=True)
     folder = tmp_path / "evil-clip"
     shutil.copytree(tiny_clip_dir, folder)
     (folder / "model.safetensors").unlink()
-    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weights": Payload()}))
-    from vibe import Encoder
-
+    (folder / "pytorch_model.bin").write_bytes(evil)
     with pytest.raises(VibeError):
         Encoder(str(folder))
     assert not marker.exists()
@@ -165,28 +187,80 @@ def test_a_second_build_is_refused_while_one_runs(built, small_catalog):
     assert r.returncode == 2 and "Another build is already running" in r.stderr
 
 
-def test_kill_9_mid_build_keeps_the_previous_build_and_the_next_build_starts(small_catalog, tmp_path):
+# Run in a child process: a build with a fault-injection point that announces itself on stdout, then waits to be killed.
+KILL_CHILD = """
+import sys, time, pathlib
+import vibe.store
+from vibe.cli import main
+
+where = sys.argv[1]
+def pause(tag):
+    print(tag, flush=True)
+    time.sleep(600)
+if where == "embedding":  # after two shards of 60 embeddings are saved, before the rest
+    vibe.store.CHUNK = 60
+    real_add = vibe.store.EmbeddingStore.add
+    calls = []
+    def add(self, keys, emb):
+        real_add(self, keys, emb)
+        calls.append(1)
+        if len(calls) == 2:
+            pause("CACHED")
+    vibe.store.EmbeddingStore.add = add
+elif where == "publish":  # the new build folder is in builds/, `current` not yet switched
+    real_symlink = pathlib.Path.symlink_to
+    def symlink_to(self, target, *a):
+        real_symlink(self, target, *a)
+        pause("PUBLISHING")
+    pathlib.Path.symlink_to = symlink_to
+elif where == "training":
+    import vibe.pipeline
+    real_train = vibe.pipeline.train_projection
+    def train(*a, **k):
+        pause("TRAINING")
+    vibe.pipeline.train_projection = train
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("where, marker", [("training", "TRAINING"), ("publish", "PUBLISHING"), ("embedding", "CACHED")])
+def test_kill_9_mid_build_keeps_the_previous_build_and_the_next_build_starts(small_catalog, tmp_path, where, marker):
     from vibe.pipeline import build
+    from vibe.store import EmbeddingStore
 
     workdir = tmp_path / "w"
-    build(fast_build_config(small_catalog, workdir))
+    catalog = tmp_path / "cat"
+    import shutil
+
+    shutil.copytree(small_catalog, catalog)
+    build(fast_build_config(catalog, workdir, limit=100))
     before = current_build_id(workdir)
-    # a slow build (many projection epochs), killed while it trains
-    proc = subprocess.Popen([sys.executable, "-m", "vibe", "build", "--data", str(small_catalog), "--backbone", "tiny-random",
-                             "--workdir", str(workdir), "--projection-epochs", "100000", "--head-epochs", "5"],
+    # the next build has 200 images that are not cached yet
+    proc = subprocess.Popen([sys.executable, "-c", KILL_CHILD, where, "build", "--data", str(catalog), "--backbone",
+                             "tiny-random", "--workdir", str(workdir), "--limit", "300", "--quiet", "--head-epochs", "5",
+                             "--projection-epochs", "2", "--min-class-count", "5"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = ""
-    deadline = time.time() + 120
-    while "projection" not in seen and time.time() < deadline:
-        seen += proc.stderr.read(64)
-    assert "projection" in seen
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        assert proc.stdout.readline().strip() == marker, proc.stderr.read()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert current_build_id(workdir) == before
     art = load_artifacts(workdir)  # every file still matches its manifest
-    assert len(art.items) > 0
-    result = build(fast_build_config(small_catalog, workdir))  # the stale lock does not block it
-    assert current_build_id(workdir) != before and result.embedded == 0
+    assert len(art.items) == 100
+    from vibe import Encoder
+
+    encoder = Encoder("tiny-random")
+    cached = len(EmbeddingStore(workdir / "cache", encoder.fingerprint, encoder.dim))
+    if where == "embedding":
+        assert 100 < cached < 300  # the shards saved before the kill are kept
+    result = build(fast_build_config(catalog, workdir, limit=300))  # the stale lock does not block it
+    assert current_build_id(workdir) != before
+    after = len(EmbeddingStore(workdir / "cache", encoder.fingerprint, encoder.dim))
+    assert result.embedded == after - cached  # nothing that was cached is embedded again
+    assert (result.embedded > 0) == (where == "embedding")
+    assert sorted(p.name for p in (workdir / "builds").iterdir()) == sorted([before, current_build_id(workdir)])
+    assert not list(workdir.glob(".current.*")) and not list(workdir.glob(".staging-*"))
 
 
 def test_disk_full_while_writing_keeps_the_previous_build(built, small_catalog, tmp_path, monkeypatch):
