@@ -9,9 +9,12 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .config import default_backbone
 from .errors import VibeError
+from .framing import VERSION as FRAMING_VERSION
+from .framing import Framing, crops, frame_product
 from .images import ImageSource, load_image
 from .parts import BackboneParts, bf16_native, weights_digest
 from .progress import Progress, silent
@@ -23,14 +26,19 @@ class Encoder:
     """An image encoder: `Encoder().encode_images(paths_or_pil_images)` -> (n, dim) float32, L2-normalised.
     The default name is the project's default backbone (`auto`: FashionCLIP when it can be loaded, else vibe-mini)."""
 
-    def __init__(self, name: str | None = None, *, parts: BackboneParts | None = None, precision: str = "auto"):
+    def __init__(self, name: str | None = None, *, parts: BackboneParts | None = None, precision: str = "auto",
+                 framing: bool | None = None):
         if parts is None:
             parts = load_parts(name or default_backbone())
         self.name, self.kind, self.source, self.description = parts.name, parts.kind, parts.source, parts.description
         self.note = parts.note
         self.model, self._forward, self.preprocess, self.dim = parts.model.eval(), parts.forward, parts.preprocess, parts.dim
+        self.framing = parts.framing if framing is None else framing
+        # big JPEGs are decoded at a reduced scale, still at least 4x the model's input side (framing crops into it)
+        self.decode_side = 4 * int(getattr(self.preprocess, "crop", getattr(self.preprocess, "resolution", 224)))
         ident = {"kind": parts.kind, "config": parts.config, "preprocess": parts.preprocess.to_dict(),
-                 "weights": weights_digest(parts.model)}
+                 "weights": weights_digest(parts.model), "framing": FRAMING_VERSION if self.framing else None,
+                 "decode_side": self.decode_side}
         self.fingerprint = hashlib.blake2b(json.dumps(ident, sort_keys=True).encode(), digest_size=12).hexdigest()
         self.precision, self.precision_cosine = "fp32", 1.0
         self.precision = self._choose_precision(precision)
@@ -52,7 +60,34 @@ class Encoder:
     def info(self) -> dict:
         """What goes into every manifest built from this encoder."""
         return {"name": self.name, "kind": self.kind, "source": self.source, "description": self.description,
-                "fingerprint": self.fingerprint, "dim": self.dim, "precision": self.precision}
+                "fingerprint": self.fingerprint, "dim": self.dim, "precision": self.precision, "framing": self.framing}
+
+    def query_views(self, image: Image.Image) -> tuple[list[Image.Image], Framing | None]:
+        """What a query photo is searched with: the framed product; or, when framing cannot isolate it (a busy or
+        cut-off backdrop), the whole photo and nine crops (vibe.framing.crops), of which retrieval keeps the one that
+        looks most like a catalogue photo."""
+        if not self.framing:
+            return [image], None
+        framed, found = frame_product(image)
+        return ([framed] if found.applied else [image, *crops(image)]), found
+
+    def encode_query(self, image: ImageSource, name: str | None = None) -> tuple[np.ndarray, Framing | None]:
+        """(views, dim) L2-normalised embeddings of a query photo (see query_views), and what framing found."""
+        views, found = self.query_views(load_image(image, name, self.decode_side))
+        return self.encode_views(views), found
+
+    def encode_views(self, views: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """Embed images that are already framed or cropped (query views): preprocessing only, no framing again."""
+        out = [self.embed_pixels(torch.stack([self.preprocess(v) for v in views[s:s + batch_size]]))
+               for s in range(0, len(views), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """A decoded RGB image -> the model's input: framed on white (when this backbone frames), then preprocessed.
+        The one path for catalogue photos and queries alike."""
+        if self.framing:
+            image = frame_product(image)[0]
+        return self.preprocess(image)
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
@@ -79,7 +114,7 @@ class Encoder:
             tensors, ok = [], []
             for i, src in enumerate(images[start:start + batch_size]):
                 try:
-                    tensors.append(self.preprocess(load_image(src, names[start + i] if names else None)))
+                    tensors.append(self.prepare(load_image(src, names[start + i] if names else None, self.decode_side)))
                     ok.append(i)
                 except VibeError as e:
                     if on_error is None:
@@ -100,4 +135,4 @@ class Encoder:
 
     def encode_image(self, image: ImageSource, name: str | None = None) -> np.ndarray:
         """Embed one image; raises ImageError with a clear message when it is not a usable image."""
-        return self.embed_pixels(self.preprocess(load_image(image, name))[None])[0]
+        return self.embed_pixels(self.prepare(load_image(image, name, self.decode_side))[None])[0]

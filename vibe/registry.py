@@ -117,7 +117,7 @@ def load_vibe_mini(folder: str | Path = VIBE_MINI_DIR, name: str = "vibe-mini") 
         raise VibeError(f"No vibe-mini checkpoint in {folder}: train one with `python -m vibe train-backbone --data DIR --out {folder}`.")
     net, preprocess, meta = load_mini(folder)
     trained = meta.get("trained_on", "?")
-    return BackboneParts(name=name, kind="vibe-mini", source=str(folder),
+    return BackboneParts(name=name, kind="vibe-mini", source=str(folder), framing=bool(meta["config"].get("framing", False)),
                          description=f"vibe-mini (offline encoder trained on {Path(trained).name}, not FashionCLIP)",
                          # the mirror image is embedded too and added: +0.7 pt item_type on unseen photos, at ~1 ms/image
                          model=net, forward=lambda x: net(x) + net(x.flip(3)), preprocess=preprocess, dim=net.embed.out_features,

@@ -1,0 +1,126 @@
+"""Product framing finds the product on plain backdrops of any colour and leaves busy photos alone; re-shot photos are
+deterministic for a seed; filters apply only where their head is confident."""
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SAMPLE
+from vibe.framing import frame_product
+from vibe.reshoot import CHANGES, cutout, reshoot
+
+
+def _product() -> Image.Image:
+    return cutout(Image.open(sorted((SAMPLE / "images").iterdir())[4]).convert("RGB").resize((180, 240)))
+
+
+@pytest.mark.parametrize("backdrop", [(255, 255, 255), (236, 226, 208), (128, 128, 128), (30, 40, 90), (200, 230, 200)])
+def test_framing_finds_the_product_on_a_plain_backdrop_of_any_colour(backdrop):
+    product = _product()
+    photo = Image.new("RGB", (640, 480), backdrop)
+    x, y = 300, 120
+    photo.paste(product, (x, y), product)
+    framed, found = frame_product(photo)
+    assert found.applied, found.reason
+    left, top, right, bottom = found.box
+    tol = 0.02 * max(photo.size)  # the box is found on a copy of at most 192 px: within two of its pixels
+    assert left <= x + tol and top <= y + tol and right >= x + product.width - tol and bottom >= y + product.height - tol
+    assert left >= x - tol and top >= y - tol and right <= x + product.width + tol and bottom <= y + product.height + tol
+    corners = np.asarray(framed)[[0, 0, -1, -1], [0, -1, 0, -1]]
+    assert (corners >= 245).all()  # re-centred on white, whatever the backdrop was
+    assert framed.width < 0.5 * photo.width
+
+
+def test_framing_leaves_busy_or_empty_photos_alone():
+    rng = np.random.default_rng(0)
+    busy = Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
+    product = _product()
+    busy.paste(product, (200, 100), product)
+    out, found = frame_product(busy)
+    assert not found.applied and "busy" in found.reason and out is busy
+    plain = Image.new("RGB", (300, 300), (240, 240, 240))
+    out, found = frame_product(plain)
+    assert not found.applied and out is plain
+
+
+def test_a_catalogue_photo_stays_the_same_product_after_framing():
+    photo = Image.open(sorted((SAMPLE / "images").iterdir())[3]).convert("RGB")
+    framed, found = frame_product(photo)
+    assert found.applied
+    assert framed.width <= photo.width * 1.1 and framed.height <= photo.height * 1.1
+
+
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_reshoots_are_deterministic_for_a_seed_and_differ_across_seeds():
+    photo = Image.open(sorted((SAMPLE / "images").iterdir())[5]).convert("RGB")
+    others = [Image.open(p).convert("RGB") for p in sorted((SAMPLE / "images").iterdir())[20:26]]
+    for change in CHANGES:
+        a, b = reshoot(photo, change, 0, 42, others), reshoot(photo, change, 0, 42, others)
+        assert _png(a) == _png(b), change
+        assert any(_png(a) != _png(reshoot(photo, change, seed, 42, others)) for seed in (1, 2, 3)), change
+        assert _png(a) != _png(photo), change
+    with pytest.raises(ValueError, match="change must be one of"):
+        reshoot(photo, "sepia")
+
+
+def test_thresholds_are_the_confidence_from_which_a_head_is_right_often_enough():
+    from vibe.heads import confidence_thresholds
+
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.3, 1.0, 1000)
+    right = rng.uniform(size=1000) < conf  # a calibrated head: right with probability = confidence
+    probs = np.stack([conf, 1 - conf], 1)
+    codes = np.where(right, 0, 1)
+    t = confidence_thresholds({"h": probs}, {"h": codes}, precision=0.9)["h"]
+    above = conf >= t
+    assert 0.75 < t < 0.9 and right[above].mean() >= 0.9
+    assert confidence_thresholds({"h": probs}, {"h": np.ones(1000, int)}, 0.9)["h"] > 1  # never right: never applied
+    assert confidence_thresholds({"h": probs[:5]}, {"h": codes[:5]}, 0.9)["h"] == 0.5  # too few items: the fallback
+
+
+def test_a_filter_whose_head_is_unsure_is_not_applied(built, tiny_encoder):
+    from vibe.artifacts import load_artifacts
+    from vibe.retrieve import Matcher
+
+    art = load_artifacts(built[0])
+    emb = art.clip.vector(0)
+    preds = Matcher(art, tiny_encoder).predict(emb)
+    # item_type: just above its confidence (applies); colour: just below (skipped)
+    thresholds = {"item_type": preds["item_type"].confidence - 1e-6, "colour": preds["colour"].confidence + 1e-6, "gender": 0.0}
+    sure = dataclasses.replace(art, metrics={**art.metrics, "filters": {"precision": 0.9, "thresholds": thresholds}})
+    res = Matcher(sure, tiny_encoder).search(emb, mode="same", k=1)
+    notes = {f.head: f for f in res.filter_notes}
+    assert notes["colour"].status == "skipped" and "unsure" in notes["colour"].reason
+    assert "colour" not in res.filters
+    if preds["item_type"].label != "Other":
+        assert notes["item_type"].applied and res.filters["item_type"] == preds["item_type"].label
+
+
+def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder):
+    from vibe.artifacts import load_artifacts
+    from vibe.retrieve import Matcher
+
+    matcher = Matcher(load_artifacts(built[0]), tiny_encoder)
+    product = _product()
+    tinted = Image.new("RGB", (500, 400), (236, 226, 208))
+    tinted.paste(product, (150, 80), product)
+    res = matcher.find(_png(tinted), mode="same", k=3)
+    assert res.query_view["views"] == 1 and "framed on white" in res.query_view["note"]
+    busy = Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 500, 3), dtype=np.uint8))
+    busy.paste(product, (150, 80), product)
+    res = matcher.find(_png(busy), mode="same", k=3)
+    assert res.query_view["views"] == 10 and "best of 10 views" in res.query_view["note"]
+    views, found = tiny_encoder.encode_query(_png(busy))
+    assert views.shape == (10, 512) and not found.applied
+    best, picked = matcher.pick_view(views)
+    scores, _ = matcher.art.clip.index.search(views, 1)
+    assert picked == int(np.argmax(scores[:, 0])) and res.query_view["picked"] == picked
+    same_photo = matcher.find(matcher.art.catalog_root / matcher.art.items["path"].iat[0], k=2)
+    assert "the same photo as catalogue item" in same_photo.query_view["note"]

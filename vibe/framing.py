@@ -1,0 +1,100 @@
+"""Product framing: find the product against a plain background of any colour, crop to it and re-centre it on white,
+the way catalogue photos are shot. Applied to catalogue photos and to queries alike; a photo is left alone when unsure."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+from scipy import ndimage
+
+VERSION = "frame-1"  # part of every backbone fingerprint that frames: change it when the rule changes
+ANALYSIS_SIDE = 192  # the mask is found on a copy at most this large: cheap, and enough for a bounding box
+BORDER = 0.04  # the outer ring (share of the side) whose colour says what the background is
+PLAIN_BORDER = 0.85  # share of that ring close to its median colour for the background to count as plain
+TOLERANCE = 32.0  # RGB distance to the background colour under which a pixel is background
+MIN_AREA, MAX_AREA = 0.03, 0.97  # a product smaller or larger than this share of the photo: not sure, leave it
+MARGIN = 0.04  # white margin around the product, as the catalogue photos have
+
+
+@dataclass(frozen=True)
+class Framing:
+    """What framing did to one photo."""
+
+    applied: bool
+    reason: str  # why it was applied or left alone
+    background: tuple[int, int, int] | None = None
+    box: tuple[int, int, int, int] | None = None  # left, top, right, bottom in the input photo
+
+
+def distance_to(arr: np.ndarray, colour) -> np.ndarray:
+    """Euclidean RGB distance of every pixel to `colour` (float32, 0..441)."""
+    diff = arr.astype(np.float32) - np.asarray(colour, dtype=np.float32)
+    return np.sqrt((diff * diff).sum(axis=-1))
+
+
+def background_mask(arr: np.ndarray, colour, tolerance: float = TOLERANCE) -> np.ndarray:
+    """Pixels close to `colour` and connected to the photo's border: the backdrop, not a white collar inside a shirt."""
+    close = distance_to(arr, colour) < tolerance
+    labels, _ = ndimage.label(close)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.isin(labels, edge[edge > 0])
+
+
+def _border(arr: np.ndarray) -> np.ndarray:
+    h, w = arr.shape[:2]
+    b = max(1, int(round(min(h, w) * BORDER)))
+    return np.concatenate([arr[:b].reshape(-1, 3), arr[-b:].reshape(-1, 3), arr[:, :b].reshape(-1, 3), arr[:, -b:].reshape(-1, 3)])
+
+
+def find_product(image: Image.Image) -> Framing:
+    """Where the product is, if the photo has a plain backdrop; `applied=False` with the reason otherwise."""
+    scale = min(1.0, ANALYSIS_SIDE / max(image.size))
+    small = image if scale == 1.0 else image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                                    Image.BILINEAR)
+    arr = np.asarray(small, dtype=np.uint8)
+    ring = _border(arr)
+    colour = np.median(ring, axis=0)
+    plain = float((distance_to(ring, colour) < TOLERANCE).mean())
+    if plain < PLAIN_BORDER:
+        return Framing(False, f"busy or cut-off background ({plain:.0%} of the border is one colour)")
+    fg = ~background_mask(arr, colour)
+    fg = ndimage.binary_opening(fg, iterations=1) if min(fg.shape) > 16 else fg  # specks of noise are not the product
+    area = float(fg.mean())
+    if not MIN_AREA <= area <= MAX_AREA:
+        return Framing(False, f"no clear product ({area:.0%} of the photo differs from the background)")
+    rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+    # one analysis pixel more on each side: faint edges (shadows, feathered cut-outs) stay in the crop
+    box = ((cols[0] - 1) / scale, (rows[0] - 1) / scale, (cols[-1] + 2) / scale, (rows[-1] + 2) / scale)
+    box = tuple(int(round(v)) for v in (max(0, box[0]), max(0, box[1]), min(image.width, box[2]), min(image.height, box[3])))
+    return Framing(True, "plain background", tuple(int(c) for c in colour), box)
+
+
+def frame_product(image: Image.Image) -> tuple[Image.Image, Framing]:
+    """The product cropped from its plain backdrop (any colour), on white, with a small margin; or the photo as it was."""
+    found = find_product(image)
+    if not found.applied:
+        return image, found
+    crop = image.crop(found.box)
+    if distance_to(np.asarray([found.background]), (255, 255, 255))[0] > TOLERANCE / 2:
+        # a coloured backdrop becomes white: the mask is found on a small copy, and scaling it up feathers its edge
+        scale = min(1.0, ANALYSIS_SIDE / max(crop.size))
+        small = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), Image.BILINEAR)
+        keep = ~background_mask(np.asarray(small, dtype=np.uint8), found.background)
+        alpha = Image.fromarray((keep * 255).astype(np.uint8)).resize(crop.size, Image.BILINEAR).filter(ImageFilter.GaussianBlur(0.7))
+        crop = Image.composite(crop, Image.new("RGB", crop.size, (255, 255, 255)), alpha)
+    w, h = crop.size
+    pad = int(round(max(w, h) * MARGIN))
+    out = Image.new("RGB", (w + 2 * pad, h + 2 * pad), (255, 255, 255))
+    out.paste(crop, (pad, pad))
+    return out, found
+
+
+def crops(image: Image.Image, scale: float = 0.7, grid: int = 3) -> list[Image.Image]:
+    """grid x grid windows of `scale` of each side, corner to corner: where framing cannot isolate the product (a busy
+    backdrop), one of them holds it with less of the backdrop around it."""
+    w, h = image.size
+    cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
+    steps = np.linspace(0.0, 1.0, grid)
+    return [image.crop((round((w - cw) * fx), round((h - ch) * fy), round((w - cw) * fx) + cw, round((h - ch) * fy) + ch))
+            for fy in steps for fx in steps]
