@@ -37,6 +37,8 @@ q1, q2 = st.columns([1, 3])
 with q1:
     with guard():
         st.image(preview, caption="query", width=180)
+    if result.query_view:
+        st.caption(result.query_view["note"])
 with q2:
     st.markdown("**Predicted attributes**")
     st.dataframe([{"attribute": h, "prediction": p.label, "confidence": round(p.confidence, 3),

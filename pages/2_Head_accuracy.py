@@ -5,9 +5,16 @@ import streamlit as st
 from pages.ui.common import guard, page_with_bundle, thumbnail_grid
 from vibe import accuracy
 from vibe.config import HEADS
+from vibe.quality import backdrop_photos, reshot_photo
 
 bundle = page_with_bundle("Head accuracy")
 art = bundle.artifacts
+
+
+@st.cache_resource(max_entries=2)
+def backdrop_cache(build_id: str):
+    return backdrop_photos(art.items, art.catalog_root)
+
 st.caption(f"Computed on the {art.metrics['n_heldout']} held-out items of this build (chosen by a hash of the item id; never trained on).")
 if bundle.encoder.kind == "vibe-mini":
     st.info("vibe-mini learned from labelled photos itself: if this catalogue holds photos it was trained on, these "
@@ -51,3 +58,43 @@ with guard():
 st.caption(f"{len(cell)} held-out items are {true} and predicted {pred}" + (" (the 30 most confident shown)" if len(cell) > 30 else ""))
 thumbnail_grid([{"path": r.path, "title": r.name, "lines": [f"id {r.id} · confidence {getattr(r, f'conf_{head}'):.2f}"]}
                 for r in cell.head(30).itertuples()], art.catalog_root, columns=6)
+
+st.divider()
+st.header("Retrieval quality")
+st.caption("Does a photo of an item, shot differently, find that item? Each original is re-shot (cropped, smaller in frame, "
+           "on a tinted or busy backdrop, rotated, relit, recompressed, downscaled, or several mildly at once) and searched "
+           "among all catalogue items; rank 1 means it found its own item. Measured through *Same item* mode, with the "
+           "filters a user gets, and through the bare 512-D embedding.")
+reports = accuracy.retrieval_reports(art)
+filters = art.metrics.get("filters")
+if filters:
+    st.caption(f"Same-mode filters apply from these confidences (where each head is right {filters['precision']:.0%} of the "
+               "time on held-out photos, clean and re-shot): " + ", ".join(
+                   f"{h} {'never' if t > 1 else f'{t:.2f}'}" for h, t in filters["thresholds"].items()))
+if not reports:
+    st.info("No ranking check for this build yet: rebuild it (a build checks its own held-out items), or run "
+            "`python -m vibe eval --data DIR --subset holdout`.")
+else:
+    key = st.selectbox("Measured on", list(reports), format_func=lambda k: reports[k]["label"])
+    chosen = reports[key]
+    st.dataframe(accuracy.retrieval_table(chosen["report"]).style.format(precision=3), hide_index=True)
+    if chosen["neighbours"]:
+        n = chosen["neighbours"]
+        st.caption(f"Unfiltered 512-D neighbours of clean photos: label precision@{n['k']} {n['type_and_colour']:.2f} for "
+                   f"item type and colour together, {n['type']:.2f} for item type alone.")
+    worst = chosen["worst"][:12]
+    st.subheader("Worst cases")
+    if not worst:
+        st.success("Every re-shot photo found its own item at rank 1 in same mode.")
+    else:
+        st.caption("Re-shot photo → what same mode ranked first (the photos are made again from the report's seed).")
+        backdrops = backdrop_cache(bundle.build_id)
+        cols = st.columns(4)
+        for i, case in enumerate(worst):
+            with cols[i % 4].container(border=True), guard():
+                a, b = st.columns(2)
+                a.image(reshot_photo(case, chosen["seed"], backdrops), caption=f"{case['change']} · id {case['id']}")
+                if case["top_path"]:
+                    b.image(case["top_path"], caption=f"came back: id {case['top_id']}")
+                rank = case["rank_same"] or f"not in the first {chosen['report']['k']}"
+                st.caption(f"same mode rank: {rank} · embedding rank: {case['rank_embedding'] or '-'}")

@@ -59,10 +59,11 @@ def small_catalog(tmp_path_factory) -> Path:
 
 
 def fast_build_config(data: Path, workdir: Path, **catalog):
-    from vibe.config import BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig
+    from vibe.config import BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig, QualityConfig
 
     return BuildConfig(catalog=CatalogConfig(root=data, **catalog), backbone="tiny-random", workdir=workdir,
-                       heads=HeadsConfig(epochs=40, patience=5, min_class_count=5), projection=ProjectionConfig(epochs=2))
+                       heads=HeadsConfig(epochs=40, patience=5, min_class_count=5), projection=ProjectionConfig(epochs=2),
+                       quality=QualityConfig(per_change=8))
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ from vibe.catalog import load_catalog
 from vibe.cli import main
 from vibe.config import CatalogConfig, HEADS
 
-FAST = ["--backbone", "tiny-random", "--head-epochs", "30", "--projection-epochs", "2", "--min-class-count", "3", "--quiet"]
+FAST = ["--backbone", "tiny-random", "--head-epochs", "30", "--projection-epochs", "2", "--min-class-count", "3", "--check", "8",
+        "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,23 @@ def test_build_find_eval(cli_built, small_catalog, capsys):
     assert scores["n_queries"] == len(outside)
     assert set(scores["heads"]) == set(HEADS)
     assert all(set(m) == {"accuracy", "macro_f1"} and 0 <= m["accuracy"] <= 1 for m in scores["heads"].values())
-    assert set(scores["retrieval"]) == {"same", "combo"}
-    assert all(r["k"] == 3 and 0 <= r["precision"] <= 1 for r in scores["retrieval"].values())
+    r = scores["retrieval"]
+    assert {"same", "combo", "reshoot", "neighbours"} <= set(r)
+    assert all(r[m]["k"] == 3 and 0 <= r[m]["precision"] <= 1 for m in ("same", "combo"))
+    from vibe.reshoot import CHANGES
+
+    rs = r["reshoot"]
+    assert rs["n_originals"] == len(outside) and rs["index_size"] == len(load_catalog(small_catalog)) and rs["k"] == 10
+    for mode in ("same", "embedding"):
+        assert set(rs[mode]["per_change"]) == set(CHANGES)
+        assert all(0 <= rs[mode][key] <= 1 for key in ("recall@1", "recall@5", "mrr@10"))
+        assert rs[mode]["recall@1"] <= rs[mode]["recall@5"]
+        assert sum(c["n"] for c in rs[mode]["per_change"].values()) == len(outside) * len(CHANGES)
+    assert 0 <= r["neighbours"]["type_and_colour"] <= r["neighbours"]["type"] <= 1
     assert "are also in the built index" not in captured.err
+    assert "report saved to" in captured.err
+    saved = json.loads(next(cli_built.glob("builds/*/evals/*.json")).read_text())
+    assert saved["scores"] == scores and isinstance(saved["worst"], list)
 
 
 def test_a_rebuild_embeds_nothing_new(cli_built, small_catalog, capsys):

@@ -1,6 +1,8 @@
 """Head accuracy views over the held-out split recorded at build time: confusion matrices, per-class tables, confused pairs."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -70,3 +72,36 @@ def cell_items(art: Artifacts, head: str, true: str, predicted: str) -> pd.DataF
     rows = _heldout(art, head)
     rows = rows[(rows[f"{head}_code"] == vocab.index(true)) & (rows[f"pred_{head}"] == vocab.index(predicted))]
     return rows.sort_values(f"conf_{head}", ascending=False)
+
+
+def retrieval_reports(art: Artifacts) -> dict[str, dict]:
+    """The ranking checks of this build: its own (held-out items, made at build time) and every `vibe eval` saved beside it.
+    Each value: {"label", "report" (vibe.quality shape), "seed", "worst"}."""
+    out = {}
+    own = art.metrics.get("retrieval")
+    if own:
+        out["build"] = {"label": f"this build's held-out items ({own['n_originals']} photos, each re-shot {len(own['changes'])} ways)",
+                        "report": own, "seed": own["seed"], "worst": own.get("worst", []), "neighbours": own.get("neighbours")}
+    for path in sorted((art.path / "evals").glob("*.json")):
+        try:
+            saved = json.loads(path.read_text())
+            reshoot = saved["scores"]["retrieval"]["reshoot"]
+        except (OSError, ValueError, KeyError):
+            continue  # a damaged or older report is not worth an error box
+        out[path.stem] = {"label": f"`vibe eval` on {saved['name']} ({reshoot['n_originals']} photos)", "report": reshoot,
+                          "seed": saved.get("seed", 0), "worst": saved.get("worst", []),
+                          "neighbours": saved["scores"]["retrieval"].get("neighbours")}
+    return out
+
+
+def retrieval_table(report: dict) -> pd.DataFrame:
+    """One row per re-shoot change (and all together): where the original lands, through same mode and the bare embedding."""
+    k = report["k"]
+    rows = []
+    for change in ["all", *report["same"]["per_change"]]:
+        same = report["same"] if change == "all" else report["same"]["per_change"][change]
+        bare = report["embedding"] if change == "all" else report["embedding"]["per_change"][change]
+        rows.append({"change": change, "photos": same["n"], "same: recall@1": same["recall@1"], "same: recall@5": same["recall@5"],
+                     f"same: MRR@{k}": same[f"mrr@{k}"], "embedding: recall@1": bare["recall@1"],
+                     "embedding: recall@5": bare["recall@5"], f"embedding: MRR@{k}": bare[f"mrr@{k}"]})
+    return pd.DataFrame(rows)

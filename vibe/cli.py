@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig, default_backbone, default_workdir
+from .config import BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig, QualityConfig, default_backbone, default_workdir
 from .errors import VibeError
 
 
@@ -39,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--min-class-count", type=int, default=10, help="classes rarer than this merge into 'Other' (default 10)")
     b.add_argument("--head-epochs", type=int, default=HeadsConfig.epochs, help=f"max epochs of the heads (early stopping; default {HeadsConfig.epochs})")
     b.add_argument("--projection-epochs", type=int, default=ProjectionConfig.epochs, help=f"default {ProjectionConfig.epochs}")
+    b.add_argument("--check", type=int, default=QualityConfig.per_change, metavar="N",
+                   help=f"the build's own ranking check: N held-out photos re-shot per change (default {QualityConfig.per_change}; 0: none)")
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -55,9 +57,15 @@ def parser() -> argparse.ArgumentParser:
     _workdir(f)
 
     e = sub.add_parser("eval", help="score a build on a labelled catalogue it was not trained on",
-                       description="Each item of the labelled catalogue queries the built index. Reports head accuracy and macro-F1, and precision@k of both modes.")
+                       description="Head accuracy and macro-F1; re-shot photos of every item (cropped, smaller in frame, on a tinted or "
+                                   "busy backdrop, rotated, relit, recompressed, downscaled) searched in the build's index plus the "
+                                   "originals: recall@1/@5 and MRR through same mode and the bare embedding, per change; label "
+                                   "precision@5 of unfiltered neighbours; and each mode's filter precision@k. The report is also "
+                                   "saved beside the build, for the dashboard.")
     _catalog_args(e, required=True)
-    e.add_argument("-k", "--k", dest="k", type=int, default=5)
+    e.add_argument("-k", "--k", dest="k", type=int, default=5, help="matches per query for the filter precision (default 5)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the re-shot photos (default 0)")
+    e.add_argument("--changes", default=None, help="comma-separated re-shoot changes (default: all)")
     e.add_argument("--backbone", default=None, help="default: the backbone the index was built with")
     e.add_argument("--json", action="store_true", help="print the scores as JSON")
     e.add_argument("--batch-size", type=int, default=32)
@@ -115,7 +123,8 @@ def cmd_build(a) -> int:
 
     cfg = BuildConfig(catalog=_catalog_config(a), backbone=a.backbone or default_backbone(), workdir=a.workdir or default_workdir(),
                       batch_size=a.batch_size, seed=a.seed, heads=HeadsConfig(min_class_count=a.min_class_count, epochs=a.head_epochs),
-                      projection=ProjectionConfig(triplets_csv=a.triplets, epochs=a.projection_epochs))
+                      projection=ProjectionConfig(triplets_csv=a.triplets, epochs=a.projection_epochs),
+                      quality=QualityConfig(per_change=a.check))
     progress = _progress(a.quiet)
     result = build(cfg, progress=progress, log=_say)
     progress.close()
@@ -135,11 +144,17 @@ def cmd_find(a) -> int:
     if a.json:
         print(json.dumps(res.to_dict(), indent=2))
         return 0
+    if res.query_view:
+        print(f"query: {res.query_view['note']}")
     print("predicted attributes:")
     for head, p in res.predictions.items():
         print(f"  {head:<10} {p.label:<16} {p.confidence:.2f}")
-    relaxed = f"; relaxed: {', '.join(res.relaxed)}" if res.relaxed else ""
-    print(f"{res.mode} mode, filters: {', '.join(f'{h}={v}' for h, v in res.filters.items()) or 'none'}{relaxed}")
+    print(f"{res.mode} mode, filters: {', '.join(f'{h}={v}' for h, v in res.filters.items()) or 'none'}")
+    for f in res.filter_notes:
+        if not f.applied:
+            print(f"  not applied: {f.head}={f.value} ({f.status}: {f.reason})")
+    if "per_type" in res.relaxed:
+        print("  relaxed: the per-type cap (too few item types passed the filters)")
     for i, m in enumerate(res.matches, 1):
         labels = " / ".join(v or "?" for v in m.labels.values())
         print(f"{i:>3}. {m.id:<8} {m.score:.3f}  {m.name}  [{labels}]")
@@ -148,7 +163,7 @@ def cmd_find(a) -> int:
 
 def cmd_eval(a) -> int:
     from .catalog import load_catalog
-    from .evaluate import evaluate
+    from .evaluate import evaluate, save_report
 
     workdir = a.workdir or default_workdir()
     catalog = load_catalog(_catalog_config(a))  # a wrong folder or an empty subset fails before the model loads
@@ -156,20 +171,34 @@ def cmd_eval(a) -> int:
     art, encoder = bundle.artifacts, bundle.encoder
     for line in catalog.report.lines():
         _say(line)
+    quality = QualityConfig(seed=a.seed, changes=tuple(c.strip() for c in a.changes.split(",")) if a.changes else None)
     progress = _progress(a.json)
-    scores, extra = evaluate(art, encoder, catalog, workdir, k=a.k, batch_size=a.batch_size, progress=progress)
+    scores, extra = evaluate(art, encoder, catalog, workdir, k=a.k, batch_size=a.batch_size, quality=quality, progress=progress)
     progress.close()
+    saved = save_report(art, f"{catalog.root.name}-{a.subset}", scores, extra)
+    _say(f"report saved to {saved}")
     if extra["overlap_with_build"]:
         _say(f"warning: {extra['overlap_with_build']} of the {scores['n_queries']} query items are also in the built index: "
              "scores are optimistic (build with --subset train, evaluate with --subset holdout).")
     if a.json:
         print(json.dumps(scores))
         return 0
+    r = scores["retrieval"]
     print(f"{scores['n_queries']} queries")
     for h, m in scores["heads"].items():
         print(f"  {h:<10} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}")
-    for mode, r in scores["retrieval"].items():
-        print(f"  {mode:<6} precision@{r['k']} {r['precision']:.3f}")
+    rs = r["reshoot"]
+    print(f"re-shot photos finding their own item among {rs['index_size']:,} (recall@1 / recall@5 / MRR@{rs['k']}):")
+    mrr = f"mrr@{rs['k']}"
+    for change in ["all", *rs["same"]["per_change"]]:
+        same = rs["same"] if change == "all" else rs["same"]["per_change"][change]
+        bare = rs["embedding"] if change == "all" else rs["embedding"]["per_change"][change]
+        print(f"  {change:<10} same mode {same['recall@1']:.3f} / {same['recall@5']:.3f} / {same[mrr]:.3f}"
+              f"   bare embedding {bare['recall@1']:.3f} / {bare['recall@5']:.3f} / {bare[mrr]:.3f}")
+    n = r["neighbours"]
+    print(f"unfiltered neighbours, label precision@{n['k']}: type and colour {n['type_and_colour']:.3f}, type {n['type']:.3f}")
+    for mode in ("same", "combo"):
+        print(f"  {mode:<6} filter precision@{r[mode]['k']} {r[mode]['precision']:.3f}")
     return 0
 
 

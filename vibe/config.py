@@ -92,6 +92,23 @@ class ProjectionConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    """The ranking checks (vibe.quality): re-shot photos finding their own item, unfiltered neighbour precision; and the
+    confidence from which a head's prediction filters `same`-mode results."""
+
+    changes: tuple[str, ...] | None = None  # re-shoot changes (vibe.reshoot.CHANGES); None: all of them
+    seed: int = 0
+    k: int = 10  # ranks looked at: recall@1, recall@5, MRR@k
+    per_change: int = 50  # a build's own check: held-out photos re-shot per change (0: no check)
+    filter_precision: float = 0.9  # a filter applies from the confidence at which its head is right this often
+
+    def __post_init__(self):
+        _check(self.k >= 5, "k must be at least 5 (recall@5 is reported).")
+        _check(self.per_change >= 0, "per_change must be 0 or more.")
+        _check(0.5 <= self.filter_precision < 1.0, "filter_precision must be between 0.5 and 1.")
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     """Everything `vibe.pipeline.build` needs."""
 
@@ -102,6 +119,7 @@ class BuildConfig:
     seed: int = 0
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
     def __post_init__(self):
         object.__setattr__(self, "workdir", Path(self.workdir))

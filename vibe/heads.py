@@ -156,6 +156,25 @@ def evaluate_head(y_true: np.ndarray, y_pred: np.ndarray, vocab: list[str]) -> d
     }
 
 
+def confidence_thresholds(probs: dict[str, np.ndarray], codes: dict[str, np.ndarray], precision: float,
+                          min_items: int = 20, fallback: float = 0.5) -> dict[str, float]:
+    """Per head, the lowest confidence from which its predictions are right at least `precision` of the time on these
+    (held-out) items. Retrieval applies a filter on a prediction only from that confidence up. A head never that sure
+    gets a threshold above 1 (its filter never applies); with fewer than `min_items` labelled items, `fallback`."""
+    out = {}
+    for head, p in probs.items():
+        known = codes[head] >= 0
+        if known.sum() < min_items:
+            out[head] = fallback
+            continue
+        conf, right = p[known].max(1), p[known].argmax(1) == codes[head][known]
+        order = np.argsort(-conf, kind="stable")
+        accuracy = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+        ok = np.flatnonzero(accuracy >= precision)
+        out[head] = float(conf[order][ok[-1]]) if len(ok) else 1.01
+    return out
+
+
 def save_heads(path: Path, heads: AttributeHeads) -> None:
     save_module(path, heads, {"vocabs": json.dumps(heads.vocabs), "dim": str(heads.dim), "format": "vibe-heads-1"})
 

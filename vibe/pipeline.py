@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .artifacts import current_build, publish, read_manifest, remove_leftovers, write_manifest
+from .artifacts import Artifacts, current_build, publish, read_manifest, remove_leftovers, write_manifest
 from .backbone import Encoder
 from .catalog import catalog_signature, in_holdout, load_catalog
 from .config import HEADS, BuildConfig
@@ -22,6 +22,7 @@ from .fsutil import remove_tree, write_json
 from .heads import build_vocabularies, encode_labels, evaluate_head, load_heads, save_heads, train_heads
 from .index import VectorIndex
 from .progress import Progress, silent
+from .quality import check_build
 from .projection import load_projection, mine_triplets, read_triplets_csv, save_projection, train_projection
 from .store import EmbeddingStore, embed_files
 
@@ -175,15 +176,30 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         split[held] = "heldout"
         table = items.assign(**{f"{h}_code": codes[h] for h in HEADS}, **{f"pred_{h}": pred[h] for h in HEADS},
                             **{f"conf_{h}": probs[h].max(1).astype(np.float32) for h in HEADS}, split=split)
+        art = Artifacts(path=workdir / "builds" / "(new)", manifest={"backbone": encoder.info(), "catalog": {"root": str(catalog.root)}},
+                        items=table, clip=VectorIndex.build(emb), style=VectorIndex.build(style), heads=heads,
+                        projection=projection, metrics=metrics)
+        timings["index"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        _, retrieval = check_build(art, encoder, store, held, catalog.root, cfg.quality, probs, codes, cfg.batch_size, progress)
+        if retrieval:
+            metrics["retrieval"] = retrieval
+            log("retrieval check on held-out items: re-shot photo finds its item at rank 1, same mode "
+                f"{retrieval['same']['recall@1']:.2f}, bare embedding {retrieval['embedding']['recall@1']:.2f}; "
+                f"neighbour type+colour precision@5 {retrieval['neighbours']['type_and_colour']:.2f}")
+        timings["quality"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=workdir))
         try:
             table.to_parquet(staging / "items.parquet", index=False)
-            VectorIndex.build(emb).save(staging / "clip.faiss")
-            VectorIndex.build(style).save(staging / "style.faiss")
+            art.clip.save(staging / "clip.faiss")
+            art.style.save(staging / "style.faiss")
             save_heads(staging / "heads.safetensors", heads)
             save_projection(staging / "projection.safetensors", projection)
             write_json(staging / "metrics.json", metrics)
-            timings["index"] = time.perf_counter() - t0
+            timings["write"] = time.perf_counter() - t0
             write_manifest(staging, {
                 "backbone": encoder.info(), "n_items": int(len(table)), "dims": {"clip": int(emb.shape[1]), "style": int(style.shape[1])},
                 "vocabs": vocabs, "catalog": {"root": str(catalog.root.resolve()), "report": catalog.report.to_dict(),

@@ -50,6 +50,7 @@ class FindResult:
     matches: list[Match] = field(default_factory=list)
     query_id: int | None = None
     filter_notes: list[QueryFilter] = field(default_factory=list)  # every filter considered, with its status and why
+    query_view: dict | None = None  # an upload: how many views it was searched with, which one was kept, and why
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +59,15 @@ class FindResult:
         """One row per match (rank, id, name, score, labels): what the dashboard offers as CSV."""
         return pd.DataFrame([{"rank": i, "id": m.id, "name": m.name, "score": round(m.score, 4), **m.labels, "image": m.path}
                              for i, m in enumerate(self.matches, 1)])
+
+
+def _view_note(found, n_views: int, picked: int) -> str:
+    if found is None:
+        return "searched as it is (this backbone does not frame photos)"
+    if found.applied:
+        return "the product was found on a plain backdrop and framed on white"
+    which = "the whole photo" if picked == 0 else f"crop {picked} of 9 (70 % of each side)"
+    return f"framing left it alone ({found.reason}): searched with {which}, the best of {n_views} views"
 
 
 class Matcher:
@@ -76,13 +86,23 @@ class Matcher:
         self._ids = items["id"].to_numpy()
         self._names = items["name"].astype(str).tolist()
         self._paths = items["path"].astype(str).tolist()
-        self._labels = {h: [None if v is None or v != v else str(v) for v in items[h]] for h in HEADS}
+        self.labels = {h: [None if v is None or v != v else str(v) for v in items[h]] for h in HEADS}  # the catalogue's own
+        self.hashes = items["hash"].astype(str).tolist()
         # filters compare the catalogue's own labels: one integer code per distinct label, -1 when missing
         self._label_codes, self._label_values = {}, {}
         for h in HEADS:
-            codes, values = pd.factorize(pd.Series(self._labels[h], dtype=object))
+            codes, values = pd.factorize(pd.Series(self.labels[h], dtype=object))
             self._label_codes[h], self._label_values[h] = codes, {v: i for i, v in enumerate(values)}
         self._masks: dict[tuple, np.ndarray] = {}
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Per head, the confidence from which its prediction filters (calibrated at build time; none: always)."""
+        return self.art.metrics.get("filters", {}).get("thresholds", {})
+
+    @property
+    def filter_precision(self) -> float | None:
+        return self.art.metrics.get("filters", {}).get("precision")
 
     # --- queries -------------------------------------------------------------------------------------------
     def find(self, image: ImageSource | None = None, *, item_id: int | None = None, mode: str = "same", k: int = 10,
@@ -95,18 +115,33 @@ class Matcher:
             if row is None:
                 raise VibeError(f"Item {item_id} is not in the built catalogue.")
             emb = self.art.clip.vector(row)
-            known = {h: self._labels[h][row] for h in HEADS}
+            known = {h: self.labels[h][row] for h in HEADS}
             return self.search(emb, mode=mode, k=k, exclude=self.rows_of_hash[self.art.items["hash"].iat[row]] + [row],
                                known=known, per_type=per_type, query_id=int(item_id))
-        if isinstance(image, Image.Image):
-            emb, exclude = self.encoder.encode_image(image), []
+        exclude, view = [], None
+        if not isinstance(image, Image.Image):
+            image = read_bytes(image)
+            exclude = self.rows_of_hash.get(content_hash(image), [])
+        if exclude:  # an upload identical to a catalogue photo reuses its stored embedding: nothing is embedded twice
+            emb = self.art.clip.vector(exclude[0])
+            view = {"views": 1, "picked": 0, "note": f"the same photo as catalogue item {int(self._ids[exclude[0]])}"}
         else:
-            data = read_bytes(image)
-            exclude = self.rows_of_hash.get(content_hash(data), [])
-            # an upload identical to a catalogue photo reuses its stored embedding: nothing is embedded twice
-            emb = self.art.clip.vector(exclude[0]) if exclude else self.encoder.encode_image(
-                data, name=str(image) if isinstance(image, (str, Path)) else name)
-        return self.search(emb, mode=mode, k=k, exclude=exclude, per_type=per_type)
+            views, found = self.encoder.encode_query(image, name=str(image) if isinstance(image, (str, Path)) else name)
+            emb, picked = self.pick_view(views)
+            view = {"views": len(views), "picked": picked, "note": _view_note(found, len(views), picked)}
+        result = self.search(emb, mode=mode, k=k, exclude=exclude, per_type=per_type)
+        result.query_view = view
+        return result
+
+    def pick_view(self, views: np.ndarray) -> tuple[np.ndarray, int]:
+        """Of a query's views (the photo and its crops), the one whose best catalogue match is closest: the view that
+        looks most like a catalogue photo of some item."""
+        views = np.atleast_2d(views)
+        if len(views) == 1:
+            return views[0], 0
+        scores, _ = self.art.clip.index.search(np.ascontiguousarray(views, dtype=np.float32), 1)
+        best = int(np.argmax(scores[:, 0]))
+        return views[best], best
 
     def predict(self, emb: np.ndarray) -> dict[str, Prediction]:
         probs = self.art.heads.predict_proba(emb[None])
@@ -127,6 +162,10 @@ class Matcher:
             elif preds[h].label == OTHER:
                 filters.append(QueryFilter(h, OTHER, preds[h].confidence, "predicted", "skipped",
                                            f"the {h} head predicts '{OTHER}' (rare classes merged): no single class to filter on"))
+            elif preds[h].confidence < self.thresholds.get(h, 0.0):
+                filters.append(QueryFilter(h, preds[h].label, preds[h].confidence, "predicted", "skipped",
+                                           f"the {h} head is unsure ({preds[h].confidence:.2f}; it is right "
+                                           f"{self.filter_precision or 0:.0%} of the time from {self.thresholds[h]:.2f} up)"))
             else:
                 filters.append(QueryFilter(h, preds[h].label, preds[h].confidence, "predicted"))
         return filters
@@ -214,4 +253,4 @@ class Matcher:
     def _match(self, row: int, score: float) -> Match:
         r = int(row)
         return Match(row=r, id=int(self._ids[r]), name=self._names[r], path=self._paths[r],
-                     labels={h: self._labels[h][r] for h in HEADS}, score=float(score))
+                     labels={h: self.labels[h][r] for h in HEADS}, score=float(score))

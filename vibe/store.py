@@ -145,3 +145,4 @@ def embed_files(encoder: Encoder, paths: Sequence[Path], store: EmbeddingStore, 
         progress("embed", rows.stop, n)
     store.compact()
     return out, hashes, stats
+

@@ -1,0 +1,194 @@
+"""Retrieval quality that depends on the ranking: does a re-shot photo find its own item (through `same` mode and through
+the bare 512-D embedding), and do the unfiltered neighbours of a catalogue photo share its labels."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .backbone import Encoder
+from .config import QualityConfig
+from .fsutil import content_hash
+from .heads import confidence_thresholds
+from .images import load_image
+from .progress import Progress, silent
+from .reshoot import CHANGES, reshoot
+from .retrieve import Matcher
+from .store import CHUNK, EmbeddingStore
+
+RESHOOT_VERSION = "reshoot-1"  # part of the cache key of a re-shot photo: change it when vibe.reshoot changes
+N_VIEWS = 10  # a query photo that framing leaves alone is searched as itself and nine crops (Encoder.query_views)
+
+
+def reshoot_key(image_hash: str, change: str, seed: int) -> str:
+    """The cache key of a re-shot photo: deterministic, so a rebuild embeds only re-shots of new photos."""
+    return content_hash(f"{RESHOOT_VERSION}:{seed}:{change}:{image_hash}".encode())
+
+
+@dataclass(frozen=True)
+class Originals:
+    """Photos to re-shoot, each also present (as the original) in the index that is searched."""
+
+    rows: np.ndarray  # row of each original in the searched index
+    ids: np.ndarray
+    paths: list[Path]  # image files, absolute
+    hashes: list[str]  # content hashes (an identical photo stored under another id counts as found too)
+
+
+def _view_key(key: str, view: int) -> str:
+    return key if view == 0 else content_hash(f"{key}:view{view}".encode())
+
+
+def embed_reshoots(encoder: Encoder, store: EmbeddingStore, originals: Originals, changes: Sequence[str], seed: int,
+                   others: Sequence[Image.Image] = (), batch_size: int = 32,
+                   progress: Progress = silent) -> dict[str, list[np.ndarray]]:
+    """Every original re-shot by every change, as the (views, dim) embeddings its query would be searched with
+    (Encoder.query_views), through the embedding cache: a rebuild only embeds re-shots of new photos."""
+    out = {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for change in changes:
+            keys = [reshoot_key(h, change, seed) for h in originals.hashes]
+            todo = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in store}.values())
+            progress(f"re-shoot {change}", 0, len(todo))
+
+            def views_of(i: int, change: str = change) -> list[Image.Image]:
+                photo = reshot_photo({"path": originals.paths[i], "change": change, "id": originals.ids[i]}, seed, others)
+                return encoder.query_views(photo)[0]
+
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start:start + CHUNK]
+                views = list(pool.map(views_of, chunk))
+                store.add([_view_key(keys[i], j) for i, vs in zip(chunk, views) for j in range(len(vs))],
+                          encoder.encode_views([v for vs in views for v in vs], batch_size))
+                progress(f"re-shoot {change}", start + len(chunk), len(todo))
+            out[change] = [store.get([_view_key(k, j) for j in range(N_VIEWS if _view_key(k, 1) in store else 1)])
+                           for k in keys]
+    store.compact()
+    return out
+
+
+def _rank(rows: Sequence[int], targets: set[int]) -> int | None:
+    return next((i + 1 for i, r in enumerate(rows) if int(r) in targets), None)
+
+
+def _summary(ranks: list[int | None], k: int) -> dict:
+    r = np.array([x if x is not None else k + 1 for x in ranks], dtype=float)
+    if not len(r):
+        return {"n": 0, "recall@1": float("nan"), "recall@5": float("nan"), f"mrr@{k}": float("nan")}
+    return {"n": int(len(r)), "recall@1": float((r == 1).mean()), "recall@5": float((r <= 5).mean()),
+            f"mrr@{k}": float(np.where(r <= k, 1.0 / r, 0.0).mean())}
+
+
+def rank_reshoots(matcher: Matcher, originals: Originals, queries: dict[str, list[np.ndarray]], k: int = 10,
+                  n_worst: int = 24, progress: Progress = silent) -> dict:
+    """Where each re-shot photo's original lands among the first k: through `same` mode (the filters a user gets)
+    and through the bare embedding. recall@1, recall@5, MRR@k overall and per change, and the worst cases."""
+    ranks = {"same": {}, "embedding": {}}
+    cases = []
+    done, total = 0, sum(len(q) for q in queries.values())
+    for change, emb in queries.items():
+        for mode in ranks:
+            ranks[mode][change] = []
+        for i, views in enumerate(emb):
+            q = matcher.pick_view(views)[0]
+            targets = set(matcher.rows_of_hash.get(originals.hashes[i], [])) | {int(originals.rows[i])}
+            rows, _ = matcher.art.clip.search(q, k)
+            res = matcher.search(q, mode="same", k=k)
+            r_same, r_emb = _rank([m.row for m in res.matches], targets), _rank(rows, targets)
+            ranks["same"][change].append(r_same)
+            ranks["embedding"][change].append(r_emb)
+            if r_same != 1:
+                top = res.matches[0] if res.matches else None
+                cases.append({"id": int(originals.ids[i]), "path": str(originals.paths[i]), "change": change,
+                              "rank_same": r_same, "rank_embedding": r_emb, "filters": res.filters,
+                              "top_id": top.id if top else None,
+                              "top_path": str(matcher.art.catalog_root / top.path) if top else None,
+                              "top_score": round(top.score, 4) if top else None})
+            done += 1
+            if done % 256 == 0 or done == total:
+                progress("rank re-shots", done, total)
+    out = {"k": k}
+    for mode, per in ranks.items():
+        out[mode] = {**_summary([r for v in per.values() for r in v], k), "per_change": {c: _summary(v, k) for c, v in per.items()}}
+    # the worst: originals not found at all first, spread over the changes (round-robin), so every change shows
+    cases.sort(key=lambda c: (c["rank_same"] is not None, -(c["rank_same"] or 0), list(CHANGES).index(c["change"]), c["id"]))
+    by_change: dict[str, list] = {}
+    for c in cases:
+        by_change.setdefault(c["change"], []).append(c)
+    worst = []
+    while len(worst) < n_worst and any(by_change.values()):
+        for c in list(by_change):
+            if by_change[c] and len(worst) < n_worst:
+                worst.append(by_change[c].pop(0))
+    out["worst"] = worst
+    return out
+
+
+def neighbour_precision(matcher: Matcher, rows: Sequence[int], k: int = 5) -> dict:
+    """Label precision@k of the unfiltered 512-D neighbours of catalogue photos (the photo itself and identical copies
+    excluded): the share with the same item_type and colour, and with the same item_type."""
+    item, colour = matcher.labels["item_type"], matcher.labels["colour"]
+    both, type_only = [], []
+    for row in rows:
+        if item[row] is None or colour[row] is None:
+            continue
+        same_photo = set(matcher.rows_of_hash.get(matcher.hashes[row], [])) | {int(row)}
+        found, _ = matcher.art.clip.search(matcher.art.clip.vector(row), k + len(same_photo))
+        found = [int(r) for r in found if int(r) not in same_photo][:k]
+        both.append(np.mean([item[r] == item[row] and colour[r] == colour[row] for r in found]) if found else 0.0)
+        type_only.append(np.mean([item[r] == item[row] for r in found]) if found else 0.0)
+    return {"k": k, "n": len(both), "type_and_colour": float(np.mean(both)) if both else float("nan"),
+            "type": float(np.mean(type_only)) if type_only else float("nan")}
+
+
+def _by_hash(ids: Sequence[int], salt: str) -> np.ndarray:
+    """Positions of `ids` in a deterministic pseudo-random order (stable across rebuilds and machines)."""
+    return np.argsort([content_hash(f"{salt}{int(i)}".encode()) for i in ids], kind="stable")
+
+
+def backdrop_photos(items, root: Path, n: int = 32) -> list[Image.Image]:
+    """The photos busy backdrops are made of: n training photos of the build, in a fixed order (so a re-shot photo can
+    be made again, e.g. to show it on the dashboard)."""
+    pool = np.flatnonzero((items["split"] == "train").to_numpy())
+    chosen = pool[_by_hash(items["id"].to_numpy()[pool], "backdrop")][:n]
+    return [load_image(Path(root) / p) for p in items["path"].iloc[chosen] if (Path(root) / p).is_file()]
+
+
+def reshot_photo(case: dict, seed: int, others: Sequence[Image.Image]) -> Image.Image:
+    """A re-shot photo of a report's case ({"path", "change", "id"}), made again exactly."""
+    return reshoot(load_image(case["path"]), case["change"], seed, int(case["id"]), others)
+
+
+def check_build(art, encoder: Encoder, store: EmbeddingStore, held: np.ndarray, root: Path,
+                cfg: QualityConfig, probs: dict[str, np.ndarray], codes: dict[str, np.ndarray], batch_size: int = 32,
+                progress: Progress = silent) -> tuple[dict, dict | None]:
+    """A build's own ranking check on its held-out items, and the calibration of the filter thresholds.
+    Returns (filters: {precision, thresholds}, retrieval report or None). `art.metrics` gets the filters first, so
+    the check runs with the thresholds a user's queries will get."""
+    ids = art.items["id"].to_numpy()
+    picked = held[_by_hash(ids[held], "check")][: cfg.per_change]
+    changes = list(cfg.changes or CHANGES)
+    queries: dict[str, np.ndarray] = {}
+    originals = Originals(rows=picked, ids=ids[picked], paths=[root / p for p in art.items["path"].iloc[picked]],
+                          hashes=art.items["hash"].iloc[picked].astype(str).tolist())
+    if len(picked):
+        queries = embed_reshoots(encoder, store, originals, changes, cfg.seed, backdrop_photos(art.items, root), batch_size, progress)
+    # calibrated on held-out items, clean and re-shot: the confidence a head has on photos like users' uploads
+    matcher = Matcher(art, encoder)
+    picked_views = [matcher.pick_view(v)[0] for q in queries.values() for v in q]
+    reshot = art.heads.predict_proba(np.stack(picked_views)) if picked_views else {h: p[:0] for h, p in probs.items()}
+    thresholds = confidence_thresholds({h: np.concatenate([probs[h][held], reshot[h]]) for h in probs},
+                                       {h: np.concatenate([codes[h][held], np.tile(codes[h][picked], len(queries))]) for h in codes},
+                                       cfg.filter_precision)
+    filters = {"precision": cfg.filter_precision, "thresholds": thresholds}
+    art.metrics["filters"] = filters
+    if not len(picked):
+        return filters, None
+    report = rank_reshoots(matcher, originals, queries, cfg.k, progress=progress)
+    report.update(n_originals=int(len(picked)), seed=cfg.seed, changes={c: CHANGES[c] for c in changes},
+                  neighbours=neighbour_precision(matcher, held))
+    return filters, report
