@@ -1,6 +1,7 @@
 """Find matches: upload a photo or pick a catalogue item; same item (strict) or style combo (mix & match)."""
 import streamlit as st
 
+from pages.ui.board import outfit_board
 from pages.ui.common import guard, page_with_bundle, thumbnail_grid
 
 MODES = {"Same item (strict)": "same", "Style combo (mix & match)": "combo"}
@@ -24,14 +25,15 @@ with left:
 with right:
     mode_label = st.segmented_control("Mode", list(MODES), default="Same item (strict)", required=True)
     k = st.slider("Matches", 1, 30, 8)
-    per_type = st.slider("At most this many per item type (combo)", 1, 5, 2, disabled=MODES[mode_label] != "combo")
+    if MODES[mode_label] == "combo":
+        st.text_input("Your name, for the marks on suggestions", key="curator", placeholder="e.g. Asha (merchandising)")
 
 if query is None:
     st.info("Upload a photo (jpg, png or webp) or pick a catalogue item.")
     st.stop()
 
 with guard():
-    result = bundle.matcher.find(**query, mode=MODES[mode_label], k=k, per_type=per_type)
+    result = bundle.matcher.find(**query, mode=MODES[mode_label], k=k)
 
 q1, q2 = st.columns([1, 3])
 with q1:
@@ -50,12 +52,16 @@ with q2:
     if dropped:
         st.warning("Not applied: " + "; ".join(
             f"**{f.head} = {f.value}** ({f.status}: {f.reason})" for f in dropped))
-    if "per_type" in result.relaxed:
-        st.warning("Too few item types passed the filters to keep the per-type cap: some types appear more often.")
 
-st.subheader(f"{len(result.matches)} matches · {mode_label}")
-thumbnail_grid([{"path": m.path, "title": m.name,
-                 "lines": [" · ".join(v or "?" for v in m.labels.values()), f"id {m.id} · score {m.score:.3f}"]}
-                for m in result.matches], root)
+if result.mode == "combo":
+    # marks need the query to be a catalogue item: a picked one, or an upload identical to one of its photos
+    anchor = result.query_id if result.query_id is not None else (
+        result.query_view.get("same_as") if result.query_view else None)
+    outfit_board(result, root, items, anchor, preview)
+else:
+    st.subheader(f"{len(result.matches)} matches · {mode_label}")
+    thumbnail_grid([{"path": m.path, "title": m.name,
+                     "lines": [" · ".join(v or "?" for v in m.labels.values()), f"id {m.id} · score {m.score:.3f}"]}
+                    for m in result.matches], root)
 st.download_button("Download results (CSV)", result.to_frame().to_csv(index=False), file_name=f"matches-{result.mode}.csv",
                    mime="text/csv")

@@ -5,6 +5,7 @@ import streamlit as st
 
 from pages.ui.common import artifact_status, badge, get_bundle, get_encoder, guard, page_setup, workdir
 from vibe.config import SAMPLE_DATA, BuildConfig, CatalogConfig
+from vibe.curation import curated_path, read_marks
 from vibe.jobs import latest_build, start_build
 
 BACKBONES = ["auto", "vibe-mini", "fashion-clip", "tiny-random"]
@@ -61,6 +62,14 @@ if job is not None and job.running:
 
     live()
     st.stop()
+
+if state["built"]:
+    marks = read_marks(state["catalog"]) if state["catalog_exists"] else None
+    if marks is not None:
+        trained = get_bundle().artifacts.manifest.get("training", {}).get("projection", {}).get("curated_marks", 0)
+        st.info(f"{len(marks)} merchandisers' marks on mix & match suggestions in `{curated_path(state['catalog'])}` "
+                f"({trained} of them in the current build): the next build trains the style space on all of them, each "
+                "counted more than a mined triplet.", icon=":material/thumbs_up_down:")
 
 with st.form("rebuild"):
     # defaults: the settings of the current build, so a rebuild repeats it unless changed on purpose

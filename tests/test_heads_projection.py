@@ -7,19 +7,22 @@ from vibe.config import HEADS, HeadsConfig, ProjectionConfig
 from vibe.errors import VibeError
 from vibe.heads import build_vocabularies, encode_labels, evaluate_head, load_heads, save_heads, train_heads
 from vibe.projection import load_projection, mine_triplets, read_triplets_csv, save_projection, train_projection
-from vibe.rules import gender_compatible
+
+
+SLOTS = {"Shirts": "top", "Jeans": "bottom", "Watches": "watch", "Heels": "footwear", "Rare1": "top", "Rare2": "bottom"}
 
 
 def _items(n=400, seed=0):
     rng = np.random.default_rng(seed)
-    types = ["Shirts", "Jeans", "Watches", "Heels", "Rare1", "Rare2"]
+    types = rng.choice(list(SLOTS), n, p=[.3, .3, .2, .18, .01, .01])
     return pd.DataFrame({
         "id": np.arange(n) + 1000, "name": "x", "path": [f"images/{i + 1000}.jpg" for i in range(n)],
-        "item_type": rng.choice(types, n, p=[.3, .3, .2, .18, .01, .01]),
+        "item_type": types,
         "gender": rng.choice(["Men", "Women", "Unisex"], n),
         "colour": rng.choice(["Blue", "Black", None], n, p=[.5, .45, .05]),
         "season": rng.choice(["Summer", "Fall"], n),
         "style": rng.choice(["Casual", "Formal", "Sports"], n),
+        "slot": [SLOTS[t] for t in types],
     })
 
 
@@ -68,15 +71,16 @@ def test_mined_triplets_follow_the_rules():
     items = _items(600)
     vocabs = build_vocabularies(items, 1)
     codes = encode_labels(items, vocabs)
+    from vibe.rules import goes_with
+
     trip = mine_triplets(items, np.arange(len(items)), 3, np.random.default_rng(0))
     assert len(trip) > 1000
-    a, p, n = trip.T
-    label = {h: items[h].to_numpy(dtype=object) for h in ("style", "item_type", "gender")}
-    assert (label["style"][a] == label["style"][p]).all()
-    assert (label["item_type"][a] != label["item_type"][p]).all()
-    assert "Rare1" in set(label["item_type"][a]) | set(label["item_type"][p])  # rare raw types take part, unmerged
-    assert gender_compatible(label["gender"][a], label["gender"][p]).all()
-    assert (label["style"][a] != label["style"][n]).all()
+    rec = items.to_dict("records")
+    assert all(goes_with(rec[a], rec[p]) for a, p, _ in trip)  # a complementary slot, same usage, gender, season
+    assert not any(goes_with(rec[a], rec[n]) for a, _, n in trip)
+    same_slot = np.mean([rec[a]["slot"] == rec[n]["slot"] for a, _, n in trip])
+    assert 0.3 < same_slot < 0.7  # half the negatives are of the anchor's own slot, half clash in a complementary one
+    assert "Rare1" in {rec[a]["item_type"] for a, _, _ in trip} | {rec[p]["item_type"] for _, p, _ in trip}
 
 
 def test_projection_trains_to_separate_styles_and_roundtrips(tmp_path):

@@ -17,13 +17,16 @@ def matcher(built, tiny_encoder):
 
 
 def test_the_query_never_matches_itself(matcher, small_catalog, tmp_path):
+    from vibe.rules import COMPLETES
+
     items = matcher.art.items
     for row in range(0, len(items), 37):
         item_id = int(items["id"].iat[row])
         for mode in ("same", "combo"):
             res = matcher.find(item_id=item_id, mode=mode, k=5)
             assert item_id not in [m.id for m in res.matches]
-            assert len(res.matches) == 5
+            # a slot that completes no outfit (innerwear, personal care...) gets no mix & match
+            assert len(res.matches) == (5 if mode == "same" or items["slot"].iat[row] in COMPLETES else 0)
     # the same photo uploaded under another name is recognised by its bytes, and reuses the stored embedding
     path = small_catalog / items["path"].iat[0]
     copy = tmp_path / "upload.jpg"
@@ -82,30 +85,6 @@ def test_relaxation_reports_only_what_it_relaxed(matcher):
     assert all(m.labels["item_type"] == item_type for m in res.matches)
 
 
-def test_combo_returns_other_item_types_capped_per_type_in_score_order(matcher):
-    for row in (1, 50, 120):
-        res = matcher.find(item_id=int(matcher.art.items["id"].iat[row]), mode="combo", k=6, per_type=2)
-        own = res.query_labels["item_type"]
-        types = [m.labels["item_type"] for m in res.matches]
-        assert own not in types
-        assert len(res.matches) == 6
-        scores = [m.score for m in res.matches]
-        assert scores == sorted(scores, reverse=True)
-        if "style" not in res.relaxed:
-            assert all(m.labels["style"] == res.filters["style"] for m in res.matches)
-        if "per_type" not in res.relaxed:
-            assert max(types.count(t) for t in set(types)) <= 2
-
-
-def test_combo_says_when_it_relaxes_its_per_type_cap(matcher):
-    res = matcher.find(item_id=int(matcher.art.items["id"].iat[1]), mode="combo", k=40, per_type=1)
-    types = [m.labels["item_type"] for m in res.matches]
-    assert len(res.matches) == 40
-    assert ("per_type" in res.relaxed) == (max(types.count(t) for t in set(types)) > 1)
-    scores = [m.score for m in res.matches]
-    assert scores == sorted(scores, reverse=True)
-
-
 def test_results_serialise_to_json(matcher):
     res = matcher.find(item_id=int(matcher.art.items["id"].iat[3]), mode="same", k=2)
     data = json.loads(json.dumps(res.to_dict()))
@@ -129,7 +108,7 @@ def test_a_truncated_or_foreign_artifact_is_detected(built, tmp_path):
     with pytest.raises(VibeError, match="truncated or changed.*python -m vibe build"):
         load_artifacts(copy)
     manifest = copy / "current" / "manifest.json"
-    manifest.write_text(manifest.read_text().replace('"vibe-artifacts-1"', '"vibe-artifacts-0"'))
+    manifest.write_text(manifest.read_text().replace('"vibe-artifacts-2"', '"vibe-artifacts-1"'))
     with pytest.raises(VibeError, match="another version of vibe"):
         load_artifacts(copy)
     with pytest.raises(VibeError, match="No built index"):

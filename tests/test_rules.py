@@ -21,3 +21,31 @@ def test_filters_relax_least_confident_first_and_ties_by_priority():
     assert [x.head for x in relax_order(f, ("item_type", "colour", "gender"))] == ["colour", "item_type", "gender"]
     known = [QueryFilter(h, "x", 1.0, "catalogue") for h in ("item_type", "colour", "gender")]
     assert [x.head for x in relax_order(known, ("item_type", "gender", "colour"))] == ["colour", "gender", "item_type"]
+
+
+def test_outfit_slots_come_from_the_catalogue_and_never_complete_themselves():
+    from vibe.rules import COMPLETES, completes, item_slot
+
+    assert item_slot("Topwear", "Kurtas") == item_slot("Topwear", "Kurtis") == item_slot("Topwear", "Tshirts") == "top"
+    assert item_slot("Topwear", "Jackets") == "layer" and item_slot("Topwear", "Dupatta") == "scarf"
+    assert item_slot("Dress", "Dresses") == item_slot("Saree", "Sarees") == "one-piece"
+    assert item_slot("Shoes", "Heels") == item_slot("Flip Flops", "Flip Flops") == "footwear"
+    assert item_slot("Fragrance", "Deodorant") == item_slot(None, None) == "other"
+    for slot, wanted in COMPLETES.items():
+        assert slot not in wanted and not completes(slot, slot)
+    assert "bottom" in COMPLETES["top"] and "footwear" in COMPLETES["top"]
+    assert not {"top", "bottom"} & set(COMPLETES["one-piece"])  # a dress takes no top or bottom
+    assert "innerwear" not in COMPLETES and not completes("innerwear", "top")
+    assert completes("top", np.array(["bottom", "top", "watch"], dtype=object)).tolist() == [True, False, True]
+
+
+def test_goes_with_is_slot_usage_gender_and_season():
+    from vibe.rules import goes_with
+
+    shirt = {"slot": "top", "style": "Casual", "gender": "Men", "season": "Summer"}
+    jeans = {"slot": "bottom", "style": "Casual", "gender": "Men", "season": "Summer"}
+    assert goes_with(shirt, jeans) and goes_with(jeans, shirt)
+    assert not goes_with(shirt, {**jeans, "slot": "top"})  # a second top
+    assert not goes_with(shirt, {**jeans, "style": "Formal"}) and not goes_with(shirt, {**jeans, "gender": "Women"})
+    assert not goes_with(shirt, {**jeans, "season": "Winter"}) and goes_with(shirt, {**jeans, "season": None})
+    assert not goes_with({**shirt, "style": None}, jeans)  # no usage label: no evidence it goes

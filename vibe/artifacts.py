@@ -20,7 +20,7 @@ from .heads import AttributeHeads, load_heads
 from .index import VectorIndex
 from .projection import ProjectionHead, load_projection
 
-FORMAT = "vibe-artifacts-1"
+FORMAT = "vibe-artifacts-2"  # 2: items carry their outfit slot
 FILES = ("items.parquet", "clip.faiss", "style.faiss", "heads.safetensors", "projection.safetensors", "metrics.json")
 KEEP_BUILDS = 2  # the current one and the one before it
 

@@ -12,9 +12,11 @@ import pandas as pd
 
 from .config import ATTRIBUTES, CatalogConfig
 from .errors import VibeError
+from .rules import item_slot
 
 REQUIRED_COLUMNS = ("id", *ATTRIBUTES.values())
 NAME_COLUMN = "productDisplayName"
+CATEGORY_COLUMNS = {"master": "masterCategory", "sub": "subCategory"}  # optional: they decide each item's outfit slot
 MISSING_VALUES = {"", "NA", "N/A", "nan", "NaN", "null", "None"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -73,7 +75,7 @@ class Catalog:
     """A validated catalogue: one row per item with an image, labels as strings (None when missing)."""
 
     root: Path
-    items: pd.DataFrame  # id, name, path, item_type, gender, colour, season, style
+    items: pd.DataFrame  # id, name, path, item_type, gender, colour, season, style, master, sub, slot
     report: CatalogReport
 
     def __len__(self) -> int:
@@ -142,11 +144,12 @@ def read_styles(csv_path: Path, report: CatalogReport | None = None) -> tuple[pd
             continue
         seen.add(item_id)
         out = {"id": item_id, "name": rec.get(NAME_COLUMN, "") or ""}
-        for attr, column in ATTRIBUTES.items():
-            value = rec[column]
+        for attr, column in {**ATTRIBUTES, **CATEGORY_COLUMNS}.items():
+            value = rec.get(column, "")
             out[attr] = None if value in MISSING_VALUES else value
+        out["slot"] = item_slot(out["sub"], out["item_type"])
         records.append(out)
-    frame = pd.DataFrame.from_records(records, columns=["id", "name", *ATTRIBUTES])
+    frame = pd.DataFrame.from_records(records, columns=["id", "name", *ATTRIBUTES, *CATEGORY_COLUMNS, "slot"])
     frame["id"] = frame["id"].astype("int64")
     return frame, report
 
@@ -192,7 +195,7 @@ def load_catalog(config: CatalogConfig | Path | str) -> Catalog:
         raise VibeError(f"No item in {root / 'styles.csv'} has an image in {images_dir}: nothing to build.")
     report.items = len(frame)
     report.missing_labels = {attr: int(frame[attr].isna().sum()) for attr in ATTRIBUTES}
-    return Catalog(root=root, items=frame[["id", "name", "path", *ATTRIBUTES]], report=report)
+    return Catalog(root=root, items=frame[["id", "name", "path", *ATTRIBUTES, *CATEGORY_COLUMNS, "slot"]], report=report)
 
 
 def catalog_signature(root: Path) -> str:

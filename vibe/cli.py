@@ -46,12 +46,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress bars")
 
     f = sub.add_parser("find", help="predicted attributes and the k best matches for an image",
-                       description="Predict the image's attributes, then return matches: 'same' = the same item (filtered by item type, colour, gender; ranked in the 512-D space); 'combo' = other item types in the same style (256-D space).")
+                       description="Predict the image's attributes, then return matches: 'same' = the same item (filtered by item type, colour, gender; ranked in the 512-D space); 'combo' = an outfit: the best item of every slot that completes the query's (a top: a bottom, footwear, a layer, a bag...), in the same style, ranked in the 256-D style space.")
     f.add_argument("image", type=Path, nargs="?", help="an image file (jpg/png/webp/...)")
     f.add_argument("--item", type=int, default=None, help="query with a catalogue item id instead of an image")
     f.add_argument("--mode", choices=("same", "combo"), default="same")
     f.add_argument("-k", type=int, default=5, help="number of matches (default 5)")
-    f.add_argument("--per-type", type=int, default=2, help="combo mode: at most this many per item type (default 2)")
+    f.add_argument("--per-slot", type=int, default=4, help="combo mode: options kept per outfit slot (default 4)")
     f.add_argument("--backbone", default=None, help="default: the backbone the index was built with")
     f.add_argument("--json", action="store_true", help="print JSON")
     _workdir(f)
@@ -140,7 +140,7 @@ def cmd_find(a) -> int:
 
         load_image(a.image)
     bundle = _load(a.workdir or default_workdir(), a.backbone)
-    res = bundle.matcher.find(a.image, item_id=a.item, mode=a.mode, k=a.k, per_type=a.per_type)
+    res = bundle.matcher.find(a.image, item_id=a.item, mode=a.mode, k=a.k, per_slot=a.per_slot)
     if a.json:
         print(json.dumps(res.to_dict(), indent=2))
         return 0
@@ -153,11 +153,12 @@ def cmd_find(a) -> int:
     for f in res.filter_notes:
         if not f.applied:
             print(f"  not applied: {f.head}={f.value} ({f.status}: {f.reason})")
-    if "per_type" in res.relaxed:
-        print("  relaxed: the per-type cap (too few item types passed the filters)")
+    if res.query_slot:
+        print(f"outfit around a {res.query_slot['slot']} (from {res.query_slot['how']}): "
+              + (", ".join(f"{slot} ({len(options)})" for slot, options in res.outfit.items()) or "this slot completes no outfit"))
     for i, m in enumerate(res.matches, 1):
         labels = " / ".join(v or "?" for v in m.labels.values())
-        print(f"{i:>3}. {m.id:<8} {m.score:.3f}  {m.name}  [{labels}]")
+        print(f"{i:>3}. {m.id:<8} {m.score:.3f}  {(m.slot + ': ') if m.slot else ''}{m.name}  [{labels}]")
     return 0
 
 

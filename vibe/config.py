@@ -81,6 +81,9 @@ class ProjectionConfig:
     epochs: int = 15
     warm_epochs: int = 2  # when continuing from the previous build's head (incremental rebuild)
     margin: float = 0.2
+    batch_weight: float = 1.0  # the in-batch InfoNCE term next to the triplet loss (0: triplet loss only)
+    temperature: float = 0.1
+    curated_weight: int = 5  # each curated triplet counts as this many mined ones
     lr: float = 1e-3
     batch_size: int = 256
     triplets_per_anchor: int = 4

@@ -16,10 +16,11 @@ from .fsutil import write_json
 from .heads import encode_labels, evaluate_head
 from .index import VectorIndex
 from .progress import Progress, silent
-from .quality import Originals, backdrop_photos, embed_reshoots, neighbour_precision, rank_reshoots
+from .quality import (Originals, backdrop_photos, combo_checks, embed_reshoots, neighbour_precision, rank_reshoots,
+                      style_space_report)
 from .reshoot import CHANGES
 from .retrieve import Matcher
-from .rules import gender_compatible
+from .rules import goes_with
 from .store import EmbeddingStore, embed_files
 
 
@@ -29,8 +30,8 @@ def same_relevant(q: dict, m: dict) -> bool:
 
 
 def combo_relevant(q: dict, m: dict) -> bool:
-    """A mix & match hit: the query's usage, a compatible gender, a different articleType."""
-    return q["style"] is not None and m["style"] == q["style"] and gender_compatible(q["gender"], m["gender"]) and m["item_type"] != q["item_type"]
+    """A mix & match hit by the true labels: it completes the query's outfit (vibe.rules.goes_with)."""
+    return goes_with(q, m)
 
 
 def with_originals(art: Artifacts, items: pd.DataFrame, emb: np.ndarray, root: Path) -> tuple[Artifacts, np.ndarray]:
@@ -65,13 +66,13 @@ def evaluate(art: Artifacts, encoder: Encoder, catalog: Catalog, workdir, k: int
         heads[h] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
     # filter precision: are the matches' labels the query's? (the filters chose them, so this follows the heads)
-    truth = items[list(HEADS)].astype(object).where(items[list(HEADS)].notna(), None).to_dict("records")
+    truth = items[[*HEADS, "slot"]].astype(object).where(items[[*HEADS, "slot"]].notna(), None).to_dict("records")
     precision = {"same": [], "combo": []}
     for i in range(len(items)):
         exclude = matcher.rows_of_hash.get(items["hash"].iat[i], [])
         for mode, relevant in (("same", same_relevant), ("combo", combo_relevant)):
             res = matcher.search(emb[i], mode=mode, k=k, exclude=exclude)
-            precision[mode].append(sum(relevant(truth[i], m.labels) for m in res.matches) / k)
+            precision[mode].append(sum(relevant(truth[i], {**m.labels, "slot": m.slot}) for m in res.matches) / k)
         progress("filter precision", i + 1, len(items))
 
     # the ranking checks, in the build's index plus the evaluated originals
@@ -85,9 +86,13 @@ def evaluate(art: Artifacts, encoder: Encoder, catalog: Catalog, workdir, k: int
     ranked = rank_reshoots(union, originals, queries, quality.k, progress=progress)
     reshoot = {"n_originals": int(len(items)), "seed": quality.seed, "k": quality.k, "index_size": int(len(extended.items)),
                "same": ranked["same"], "embedding": ranked["embedding"]}
+    filter_precision = {mode: {"k": k, "precision": float(np.mean(v)) if v else 0.0} for mode, v in precision.items()}
+    checks = combo_checks(union, rows, k=5)
+    filter_precision["combo"].update({key: checks[key] for key in ("own_slot_share", "distinct_slots", "usage_gender_share")},
+                                     checks_k=checks["k"], checks_n=checks["n"])
     scores = {"n_queries": int(len(items)), "heads": heads,
-              "retrieval": {**{mode: {"k": k, "precision": float(np.mean(v)) if v else 0.0} for mode, v in precision.items()},
-                            "reshoot": reshoot, "neighbours": neighbour_precision(union, rows)}}
+              "retrieval": {**filter_precision, "reshoot": reshoot, "neighbours": neighbour_precision(union, rows),
+                            "style_space": style_space_report(extended, rows, quality.seed)}}
     built_ids = set(art.items["id"].tolist())
     extra = {"overlap_with_build": int(sum(int(i) in built_ids for i in items["id"])), "failed": stats.failed,
              "report": catalog.report, "worst": ranked["worst"], "changes": {c: CHANGES[c] for c in changes}}

@@ -23,7 +23,8 @@ from .heads import build_vocabularies, encode_labels, evaluate_head, load_heads,
 from .index import VectorIndex
 from .progress import Progress, silent
 from .quality import check_build
-from .projection import load_projection, mine_triplets, read_triplets_csv, save_projection, train_projection
+from .curation import curated_path, curated_triplets
+from .projection import Compatibility, load_projection, mine_triplets, read_triplets_csv, save_projection, train_projection
 from .store import EmbeddingStore, embed_files
 
 
@@ -160,13 +161,23 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
 
         t0 = time.perf_counter()
         rng = np.random.default_rng(cfg.seed)
+        compat = Compatibility(items)
+        marks, stale = curated_triplets(catalog.root, items)
+        if len(marks) or stale:
+            log(f"triplets: {len(marks)} from merchandisers' marks in {curated_path(catalog.root)}, each counted "
+                f"{cfg.projection.curated_weight}x" + (f"; {stale} naming items no longer in the catalogue skipped" if stale else ""))
         if fixed is not None:
             log(f"triplets: {len(fixed)} curated from {cfg.projection.triplets_csv}")
-            sample = lambda epoch: fixed[rng.permutation(len(fixed))]  # noqa: E731
-        else:
-            sample = lambda epoch: mine_triplets(items, keep, cfg.projection.triplets_per_anchor, rng)  # noqa: E731
-        projection, proj_info = train_projection(emb, sample, cfg.projection, cfg.seed, progress,
-                                                 init=warm_projection)
+        weighted = np.repeat(marks, cfg.projection.curated_weight, axis=0)
+
+        def sample(epoch: int) -> np.ndarray:
+            base = fixed if fixed is not None else mine_triplets(items, keep, cfg.projection.triplets_per_anchor, rng, compat=compat)
+            both = np.concatenate([base, weighted])
+            return both[rng.permutation(len(both))]
+
+        projection, proj_info = train_projection(emb, sample, cfg.projection, cfg.seed, progress, init=warm_projection,
+                                                 compat=compat)
+        proj_info["curated_marks"] = int(len(marks))
         style = projection.project(emb)
         timings["projection"] = time.perf_counter() - t0
 

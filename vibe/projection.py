@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .vectors import l2_normalize
 from .config import ProjectionConfig
 from .errors import VibeError
 from .fsutil import load_module, save_module
 from .progress import Progress, silent
-from .rules import gender_compatible
+from .rules import COMPLETES, completes, gender_compatible, seasons_compatible
+from .vectors import l2_normalize
 
 
 class ProjectionHead(torch.nn.Module):
@@ -33,30 +33,59 @@ class ProjectionHead(torch.nn.Module):
         return self(torch.from_numpy(np.asarray(emb, dtype=np.float32))).numpy()
 
 
+class Compatibility:
+    """`goes_with` (vibe.rules) over a catalogue's labels, vectorised: which items complete an outfit around which.
+    The rules fill small label-by-label tables once; a query is then integer indexing."""
+
+    def __init__(self, items: pd.DataFrame):
+        self.style = pd.factorize(items["style"])[0]  # missing -> -1: completes nothing
+        self.slot_code, slots = pd.factorize(items["slot"])
+        self.gender_code, genders = pd.factorize(items["gender"])
+        self.season_code, seasons = pd.factorize(items["season"])
+
+        def table(values, rule):  # the last row/column stands for a missing label (code -1)
+            v = [*values, None]
+            return np.array([[bool(rule(x, y)) for y in v] for x in v])
+
+        self._slots = table(list(slots), lambda x, y: x is not None and y is not None and completes(x, y))
+        self._genders = table(list(genders), gender_compatible)
+        self._seasons = table(list(seasons), seasons_compatible)
+
+    def slots_complete(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Whether item b's slot completes item a's, elementwise over broadcast row arrays."""
+        return self._slots[self.slot_code[a], self.slot_code[b]]
+
+    def same_slot(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self.slot_code[a] == self.slot_code[b]
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Whether item b completes an outfit around item a, elementwise over broadcast row arrays."""
+        return ((self.style[a] == self.style[b]) & (self.style[a] >= 0) & self.slots_complete(a, b)
+                & self._genders[self.gender_code[a], self.gender_code[b]] & self._seasons[self.season_code[a], self.season_code[b]])
+
+
 def mine_triplets(items: pd.DataFrame, rows: np.ndarray, per_anchor: int, rng: np.random.Generator,
-                  tries: int = 32) -> np.ndarray:
-    """(m, 3) row triplets among `rows`: positive = same style, compatible gender, another item type; negative = another
-    style. Compares the catalogue's own labels (not the heads' merged classes: two rare types are still two types)."""
-    sub = items.iloc[rows]
-    style = pd.factorize(sub["style"])[0]  # missing -> -1
-    item = pd.factorize(sub["item_type"])[0]
-    gender = sub["gender"].to_numpy(dtype=object)
-    out = []
-    for s in np.unique(style[style >= 0]):
-        members = np.flatnonzero(style == s)
-        others = np.flatnonzero((style != s) & (style >= 0))
-        if len(members) < 2 or not len(others):
-            continue
-        anchors = np.repeat(members, per_anchor)
-        cand = rng.choice(members, size=(len(anchors), tries))
-        ok = (item[cand] != item[anchors, None]) & (item[cand] >= 0) & gender_compatible(gender[cand], gender[anchors, None])
-        found = ok.any(axis=1)
-        pos = cand[np.arange(len(anchors)), ok.argmax(axis=1)]
-        neg = rng.choice(others, size=len(anchors))
-        out.append(np.stack([anchors[found], pos[found], neg[found]], axis=1))
-    if not out:
+                  tries: int = 48, compat: Compatibility | None = None) -> np.ndarray:
+    """(m, 3) row triplets among `rows`: the positive completes an outfit around the anchor (vibe.rules.goes_with: a
+    complementary slot, the same usage, compatible gender and season); the negative is either of the anchor's own slot
+    (a second top completes no top) or of a complementary slot but clashing (another usage, gender or season)."""
+    compat = compat or Compatibility(items)
+    rows = np.asarray(rows)
+    anchors = np.repeat(rows[np.isin(items["slot"].to_numpy(dtype=object)[rows], list(COMPLETES))], per_anchor)
+    if not len(anchors):
         return np.zeros((0, 3), dtype=np.int64)
-    return np.asarray(rows)[np.concatenate(out)]
+    cand = rng.choice(rows, size=(len(anchors), tries))
+    ok = compat(anchors[:, None], cand)
+    found = ok.any(axis=1)
+    pos = cand[np.arange(len(anchors)), ok.argmax(axis=1)]
+    same_slot = compat.same_slot(anchors[:, None], cand)
+    clash = ~ok & ~same_slot & compat.slots_complete(anchors[:, None], cand)
+    want_same = rng.random(len(anchors)) < 0.5
+    bad = np.where(want_same[:, None], same_slot, clash) & (cand != anchors[:, None])
+    bad = np.where(bad.any(axis=1)[:, None], bad, ~ok & (cand != anchors[:, None]))  # fall back to any non-match
+    keep = found & bad.any(axis=1)
+    neg = cand[np.arange(len(anchors)), bad.argmax(axis=1)]
+    return np.stack([anchors[keep], pos[keep], neg[keep]], axis=1).astype(np.int64)
 
 
 def read_triplets_csv(path: Path, items: pd.DataFrame, root: Path) -> np.ndarray:
@@ -98,8 +127,11 @@ def read_triplets_csv(path: Path, items: pd.DataFrame, root: Path) -> np.ndarray
 
 
 def train_projection(emb: np.ndarray, sample_triplets: Callable[[int], np.ndarray], cfg: ProjectionConfig,
-                     seed: int = 0, progress: Progress = silent, init: ProjectionHead | None = None) -> tuple[ProjectionHead, dict]:
-    """Train with `torch.nn.TripletMarginLoss`; `sample_triplets(epoch)` gives that epoch's (m, 3) row triplets.
+                     seed: int = 0, progress: Progress = silent, init: ProjectionHead | None = None,
+                     compat: Compatibility | None = None) -> tuple[ProjectionHead, dict]:
+    """`sample_triplets(epoch)` gives that epoch's (m, 3) row triplets. Two terms: `torch.nn.TripletMarginLoss` on each
+    triplet, and an InfoNCE over the batch (each anchor against every positive and negative of the batch, the ones that
+    also complete its outfit masked out), so distances rank across the whole space instead of collapsing per label.
     With `init` (the previous build's head) only `cfg.warm_epochs` epochs run: the space is already shaped."""
     torch.manual_seed(seed)
     x = torch.from_numpy(emb.astype(np.float32))
@@ -109,18 +141,26 @@ def train_projection(emb: np.ndarray, sample_triplets: Callable[[int], np.ndarra
         head.load_state_dict(init.state_dict())
         epochs = min(cfg.epochs, cfg.warm_epochs)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr)
-    loss_fn = torch.nn.TripletMarginLoss(margin=cfg.margin)
+    triplet_loss = torch.nn.TripletMarginLoss(margin=cfg.margin)
     losses = []
     for epoch in range(epochs):
         trip = torch.from_numpy(sample_triplets(epoch))
         if not len(trip):
-            raise VibeError("No triplets could be mined: the catalogue needs at least two styles with several item types.")
+            raise VibeError("No triplets could be mined: the catalogue needs items of several outfit slots (tops, bottoms, "
+                            "footwear...) sharing a usage label.")
         head.train()
         total = 0.0
         for start in range(0, len(trip), cfg.batch_size):
             a, p, n = trip[start:start + cfg.batch_size].T
+            za, zp, zn = head(x[a]), head(x[p]), head(x[n])
+            loss = triplet_loss(za, zp, zn)
+            if cfg.batch_weight and len(a) > 1:
+                logits = za @ torch.cat([zp, zn]).T / cfg.temperature
+                if compat is not None:  # another anchor's positive that completes this outfit too is no negative
+                    also = torch.from_numpy(compat(a.numpy()[:, None], p.numpy()[None, :])) & ~torch.eye(len(a), dtype=torch.bool)
+                    logits[:, : len(a)] = logits[:, : len(a)].masked_fill(also, float("-inf"))
+                loss = loss + cfg.batch_weight * torch.nn.functional.cross_entropy(logits, torch.arange(len(a)))
             opt.zero_grad()
-            loss = loss_fn(head(x[a]), head(x[p]), head(x[n]))
             loss.backward()
             opt.step()
             total += loss.item() * len(a)

@@ -18,6 +18,7 @@ from .images import load_image
 from .progress import Progress, silent
 from .reshoot import CHANGES, reshoot
 from .retrieve import Matcher
+from .rules import gender_compatible
 from .store import CHUNK, EmbeddingStore
 
 RESHOOT_VERSION = "reshoot-1"  # part of the cache key of a re-shot photo: change it when vibe.reshoot changes
@@ -190,5 +191,77 @@ def check_build(art, encoder: Encoder, store: EmbeddingStore, held: np.ndarray, 
         return filters, None
     report = rank_reshoots(matcher, originals, queries, cfg.k, progress=progress)
     report.update(n_originals=int(len(picked)), seed=cfg.seed, changes={c: CHANGES[c] for c in changes},
-                  neighbours=neighbour_precision(matcher, held))
+                  neighbours=neighbour_precision(matcher, held), style_space=style_space_report(art, held, cfg.seed),
+                  combo=combo_checks(matcher, picked))
     return filters, report
+
+
+def neighbour_spread(index, rows: Sequence[int], k: int = 50) -> float:
+    """How much a space ranks: for each item, the spread (90th minus 10th percentile) of the cosines of its k nearest
+    neighbours, median over the items. A space collapsed onto its labels has a spread near 0."""
+    spreads = []
+    for row in rows:
+        _, scores = index.search(index.vector(row), k + 1)
+        scores = scores[1:]
+        if len(scores) >= 2:
+            spreads.append(float(np.percentile(scores, 90) - np.percentile(scores, 10)))
+    return float(np.median(spreads)) if spreads else float("nan")
+
+
+def style_triplets(compat, anchors: np.ndarray, pool: np.ndarray, rng: np.random.Generator, per_anchor: int = 4,
+                   tries: int = 64) -> np.ndarray:
+    """Evaluation triplets by the true labels: the positive completes the anchor's outfit (vibe.rules.goes_with); the
+    negative is of a complementary slot too, but clashes (another usage, gender or season)."""
+    anchors = np.repeat(np.asarray(anchors), per_anchor)
+    cand = rng.choice(np.asarray(pool), size=(len(anchors), tries))
+    good = compat(anchors[:, None], cand) & (cand != anchors[:, None])
+    clash = ~good & compat.slots_complete(anchors[:, None], cand)
+    keep = good.any(1) & clash.any(1)
+    idx = np.arange(len(anchors))
+    return np.stack([anchors, cand[idx, good.argmax(1)], cand[idx, clash.argmax(1)]], 1)[keep]
+
+
+def triplet_accuracy(vectors: np.ndarray, triplets: np.ndarray) -> float:
+    """Share of triplets where the anchor is closer (cosine) to the positive than to the negative."""
+    if not len(triplets):
+        return float("nan")
+    a, p, n = (vectors[triplets[:, i]] for i in range(3))
+    return float(((a * p).sum(1) > (a * n).sum(1)).mean())
+
+
+def style_space_report(art, anchors: np.ndarray, seed: int = 0, n_spread: int = 200) -> dict:
+    """Held-out triplet accuracy of the 256-D style space with true labels and no filters, against the 512-D space and
+    random vectors; and the neighbour spread of both spaces."""
+    from .projection import Compatibility
+
+    rng = np.random.default_rng(seed)
+    triplets = style_triplets(Compatibility(art.items), anchors, np.arange(len(art.items)), rng)
+    clip, style = art.clip.vectors(), art.style.vectors()
+    noise = rng.normal(size=style.shape).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    sample = rng.choice(len(art.items), size=min(n_spread, len(art.items)), replace=False)
+    return {"n_triplets": int(len(triplets)),
+            "triplet_accuracy": {"style": triplet_accuracy(style, triplets), "clip": triplet_accuracy(clip, triplets),
+                                 "random": triplet_accuracy(noise, triplets)},
+            "spread": {"style": neighbour_spread(art.style, sample), "clip": neighbour_spread(art.clip, sample)}}
+
+
+def combo_checks(matcher: Matcher, rows: Sequence[int], k: int = 5) -> dict:
+    """What mix & match returns for catalogue photos queried as uploads (predicted labels, the photo itself excluded):
+    the share of results in the query's own slot, the number of distinct slots in the first k, and the share with the
+    query's true usage and a compatible gender."""
+    own, distinct, fits = [], [], []
+    slot, style, gender = matcher.labels["slot"], matcher.labels["style"], matcher.labels["gender"]
+    for row in rows:
+        res = matcher.search(matcher.art.clip.vector(row), mode="combo", k=k,
+                             exclude=matcher.rows_of_hash.get(matcher.hashes[row], []) + [int(row)])
+        got = [m.row for m in res.matches[:k]]
+        if not got:
+            continue
+        own.append(np.mean([slot[r] == slot[row] for r in got]))
+        distinct.append(len({slot[r] for r in got}))
+        if style[row] is not None:
+            fits.append(np.mean([style[r] == style[row] and gender_compatible(gender[row], gender[r]) for r in got]))
+    return {"k": k, "n": len(own), "own_slot_share": float(np.mean(own)) if own else float("nan"),
+            "distinct_slots": float(np.mean(distinct)) if distinct else float("nan"),
+            "usage_gender_share": float(np.mean(fits)) if fits else float("nan")}

@@ -14,7 +14,7 @@ from .config import HEADS, OTHER
 from .errors import VibeError
 from .fsutil import content_hash
 from .images import ImageSource, read_bytes
-from .rules import QueryFilter, gender_compatible, relax_order
+from .rules import COMPLETES, QueryFilter, gender_compatible, relax_order, seasons_compatible
 
 MODES = ("same", "combo")
 # the filters of each mode; on a confidence tie the later one relaxes first
@@ -37,6 +37,7 @@ class Match:
     path: str
     labels: dict[str, str | None]
     score: float
+    slot: str | None = None  # combo: the outfit slot this match fills
 
 
 @dataclass
@@ -46,19 +47,21 @@ class FindResult:
     predictions: dict[str, Prediction]
     query_labels: dict[str, str | None]  # what the filters compared against (predicted, or the catalogue's own labels)
     filters: dict[str, str]  # the filters applied to the matches shown
-    relaxed: list[str]  # filters (and the combo per-type cap, "per_type") dropped so that k items could be shown
+    relaxed: list[str]  # filters dropped so that k items (combo: and enough outfit slots) could be shown
     matches: list[Match] = field(default_factory=list)
     query_id: int | None = None
     filter_notes: list[QueryFilter] = field(default_factory=list)  # every filter considered, with its status and why
     query_view: dict | None = None  # an upload: how many views it was searched with, which one was kept, and why
+    query_slot: dict | None = None  # combo: the query's outfit slot and how it was decided
+    outfit: dict[str, list[Match]] = field(default_factory=dict)  # combo: per complementary slot, the options in score order
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def to_frame(self):
         """One row per match (rank, id, name, score, labels): what the dashboard offers as CSV."""
-        return pd.DataFrame([{"rank": i, "id": m.id, "name": m.name, "score": round(m.score, 4), **m.labels, "image": m.path}
-                             for i, m in enumerate(self.matches, 1)])
+        return pd.DataFrame([{"rank": i, "id": m.id, "name": m.name, "score": round(m.score, 4), **m.labels,
+                              **({"slot": m.slot} if m.slot else {}), "image": m.path} for i, m in enumerate(self.matches, 1)])
 
 
 def _view_note(found, n_views: int, picked: int) -> str:
@@ -86,11 +89,14 @@ class Matcher:
         self._ids = items["id"].to_numpy()
         self._names = items["name"].astype(str).tolist()
         self._paths = items["path"].astype(str).tolist()
-        self.labels = {h: [None if v is None or v != v else str(v) for v in items[h]] for h in HEADS}  # the catalogue's own
+        # the catalogue's own labels, and each item's outfit slot
+        self.labels = {h: [None if v is None or v != v else str(v) for v in items[h]] for h in (*HEADS, "slot")}
+        # a predicted item type's slot: the most common slot of that type in this catalogue
+        self._slot_of_type = items.groupby("item_type")["slot"].agg(lambda s: s.value_counts().index[0]).to_dict()
         self.hashes = items["hash"].astype(str).tolist()
         # filters compare the catalogue's own labels: one integer code per distinct label, -1 when missing
         self._label_codes, self._label_values = {}, {}
-        for h in HEADS:
+        for h in self.labels:
             codes, values = pd.factorize(pd.Series(self.labels[h], dtype=object))
             self._label_codes[h], self._label_values[h] = codes, {v: i for i, v in enumerate(values)}
         self._masks: dict[tuple, np.ndarray] = {}
@@ -106,7 +112,7 @@ class Matcher:
 
     # --- queries -------------------------------------------------------------------------------------------
     def find(self, image: ImageSource | None = None, *, item_id: int | None = None, mode: str = "same", k: int = 10,
-             per_type: int = 2, name: str | None = None) -> FindResult:
+             per_slot: int = 4, name: str | None = None) -> FindResult:
         """Matches for an uploaded image (path, bytes, file) or a catalogue item id. The query never matches itself."""
         if (image is None) == (item_id is None):
             raise VibeError("Give either an image or a catalogue item id.")
@@ -115,21 +121,22 @@ class Matcher:
             if row is None:
                 raise VibeError(f"Item {item_id} is not in the built catalogue.")
             emb = self.art.clip.vector(row)
-            known = {h: self.labels[h][row] for h in HEADS}
-            return self.search(emb, mode=mode, k=k, exclude=self.rows_of_hash[self.art.items["hash"].iat[row]] + [row],
-                               known=known, per_type=per_type, query_id=int(item_id))
+            known = {h: self.labels[h][row] for h in (*HEADS, "slot")}
+            return self.search(emb, mode=mode, k=k, exclude=self.rows_of_hash[self.hashes[row]] + [row],
+                               known=known, per_slot=per_slot, query_id=int(item_id))
         exclude, view = [], None
         if not isinstance(image, Image.Image):
             image = read_bytes(image)
             exclude = self.rows_of_hash.get(content_hash(image), [])
         if exclude:  # an upload identical to a catalogue photo reuses its stored embedding: nothing is embedded twice
             emb = self.art.clip.vector(exclude[0])
-            view = {"views": 1, "picked": 0, "note": f"the same photo as catalogue item {int(self._ids[exclude[0]])}"}
+            same_as = int(self._ids[exclude[0]])
+            view = {"views": 1, "picked": 0, "note": f"the same photo as catalogue item {same_as}", "same_as": same_as}
         else:
             views, found = self.encoder.encode_query(image, name=str(image) if isinstance(image, (str, Path)) else name)
             emb, picked = self.pick_view(views)
             view = {"views": len(views), "picked": picked, "note": _view_note(found, len(views), picked)}
-        result = self.search(emb, mode=mode, k=k, exclude=exclude, per_type=per_type)
+        result = self.search(emb, mode=mode, k=k, exclude=exclude, per_slot=per_slot)
         result.query_view = view
         return result
 
@@ -171,9 +178,9 @@ class Matcher:
         return filters
 
     def search(self, emb: np.ndarray, *, mode: str = "same", k: int = 10, exclude: list[int] | None = None,
-               known: dict[str, str | None] | None = None, per_type: int = 2, query_id: int | None = None) -> FindResult:
+               known: dict[str, str | None] | None = None, per_slot: int = 4, query_id: int | None = None) -> FindResult:
         """Filter by attributes (predicted, or a catalogue item's `known` labels), relax the least confident filter
-        until k items pass, rank in the mode's space."""
+        until enough items pass, rank in the mode's space. `combo` answers as an outfit (vibe.rules.COMPLETES)."""
         if mode not in MODES:
             raise VibeError(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
         if k < 1:
@@ -183,8 +190,12 @@ class Matcher:
         base = np.ones(len(self._ids), dtype=bool)
         if exclude:
             base[exclude] = False
-        if mode == "combo" and query["item_type"] is not None:
-            base &= self._label_mask("item_type", query["item_type"], negate=True)  # mix & match: other item types
+        slot = None
+        if mode == "combo":
+            slot = self.query_slot(emb, preds, known)
+            wanted = COMPLETES.get(slot["slot"], ())
+            base &= np.isin(self._label_codes["slot"], [self._label_values["slot"][w] for w in wanted if w in self._label_values["slot"]])
+            enough = min(3, len(wanted))  # outfit slots that must have an item before filters stop relaxing
         filters = self.query_filters(preds, known, SAME_FILTERS if mode == "same" else COMBO_FILTERS)
         masks = {f.head: self._label_mask(f.head, f.value) for f in filters if f.applied}
         relaxed: list[str] = []
@@ -196,61 +207,68 @@ class Matcher:
             for f in filters:
                 if f.applied:
                     allowed &= masks[f.head]
-            if allowed.sum() >= k:
+            if allowed.sum() >= k and (mode == "same" or len(np.unique(self._label_codes["slot"][allowed])) >= enough):
                 break
+        outfit: dict[str, list[Match]] = {}
         if mode == "same":
-            rows, scores = self.art.clip.search(emb, k, allowed)
+            matches = [self._match(r, s) for r, s in zip(*self.art.clip.search(emb, k, allowed))]
         else:
-            rows, scores, capped = self._combo(emb, k, allowed, per_type)
-            if not capped:
-                relaxed.append("per_type")
+            outfit = self._outfit(emb, allowed, COMPLETES.get(slot["slot"], ()), max(per_slot, 1))
+            matches = outfit_order(outfit, k)
         return FindResult(mode=mode, k=k, predictions=preds, query_labels=query,
-                          filters={f.head: f.value for f in filters if f.applied}, relaxed=relaxed,
-                          matches=[self._match(r, s) for r, s in zip(rows, scores)], query_id=query_id, filter_notes=filters)
+                          filters={f.head: f.value for f in filters if f.applied}, relaxed=relaxed, matches=matches,
+                          query_id=query_id, filter_notes=filters, query_slot=slot, outfit=outfit)
+
+    def query_slot(self, emb: np.ndarray, preds: dict[str, Prediction], known: dict | None = None) -> dict:
+        """The query's outfit slot: a catalogue item's own; else the slot of the predicted item type when the head is
+        sure of it; else the most common slot among its 10 nearest catalogue photos."""
+        if known and known.get("slot"):
+            return {"slot": known["slot"], "how": "the item's own catalogue labels"}
+        t = preds["item_type"]
+        if t.label in self._slot_of_type and t.confidence >= self.thresholds.get("item_type", 0.0):
+            return {"slot": self._slot_of_type[t.label], "how": f"the predicted item type {t.label} ({t.confidence:.2f})"}
+        rows, _ = self.art.clip.search(emb, 10)
+        votes = pd.Series([self.labels["slot"][r] for r in rows]).value_counts()
+        return {"slot": str(votes.index[0]), "how": f"{votes.iloc[0]} of its 10 nearest catalogue photos"}
 
     # --- helpers -------------------------------------------------------------------------------------------
-    def _label_mask(self, head: str, value: str, negate: bool = False) -> np.ndarray:
-        """Items whose `head` label passes a filter on `value` (gender: compatible, the rest: equal). Cached per value."""
-        key = (head, value, negate)
+    def _label_mask(self, head: str, value: str) -> np.ndarray:
+        """Items whose `head` label passes a filter on `value`: compatible for gender and season (vibe.rules), equal for
+        the rest. Computed once per distinct label value, then cached."""
+        key = (head, value)
         if key not in self._masks:
-            if head == "gender" and not negate:
-                values = {v: gender_compatible(v, value) for v in self._label_values[head]}
-                mask = np.isin(self._label_codes[head], [i for v, i in self._label_values[head].items() if values[v]])
-                mask |= (self._label_codes[head] < 0) & gender_compatible(None, value)
-            else:
+            rule = {"gender": gender_compatible, "season": seasons_compatible}.get(head)
+            if rule is None:
                 mask = self._label_codes[head] == self._label_values[head].get(value, -2)
-                mask = ~mask if negate else mask
+            else:
+                ok = [i for v, i in self._label_values[head].items() if rule(v, value)]
+                mask = np.isin(self._label_codes[head], ok) | ((self._label_codes[head] < 0) & rule(None, value))
             self._masks[key] = mask
         return self._masks[key]
 
-    def _combo(self, emb: np.ndarray, k: int, allowed: np.ndarray, per_type: int) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Rank in the style space, at most `per_type` per item type so the answer spans several types.
-        Returns rows and scores in score order, and whether the cap held (False: too few types, so it was relaxed)."""
+    def _outfit(self, emb: np.ndarray, allowed: np.ndarray, slots: tuple[str, ...], per_slot: int) -> dict[str, list[Match]]:
+        """Per complementary slot (in the outfit table's order), its best `per_slot` items in the style space."""
         style_q = self.art.projection.project(emb[None])[0]
-        n_allowed = int(allowed.sum())
-        fetch = min(n_allowed, max(50, k * per_type * 5))
-        types = self._label_codes["item_type"]
-        while True:
-            rows, scores = self.art.style.search(style_q, fetch, allowed)
-            picked, per = [], {}
-            for i, r in enumerate(rows):
-                t = types[r]
-                if per.get(t, 0) < per_type:
-                    per[t] = per.get(t, 0) + 1
-                    picked.append(i)
-                    if len(picked) == k:
-                        break
-            if len(picked) == k or fetch >= n_allowed:
-                break
-            fetch = min(n_allowed, fetch * 4)
-        capped = len(picked) == k or len(picked) == len(rows)
-        if not capped:  # too few item types to honour the cap: fill with the best of the rest, and say so
-            taken = set(picked)
-            picked += [i for i in range(len(rows)) if i not in taken][: k - len(picked)]
-        picked.sort()  # FAISS order is score order: the answer stays best-first whatever the cap did
-        return rows[picked], scores[picked], capped
+        outfit = {}
+        for slot in slots:
+            code = self._label_values["slot"].get(slot)
+            if code is None:
+                continue
+            rows, scores = self.art.style.search(style_q, per_slot, allowed & (self._label_codes["slot"] == code))
+            if len(rows):
+                outfit[slot] = [self._match(r, s, slot) for r, s in zip(rows, scores)]
+        return outfit
 
-    def _match(self, row: int, score: float) -> Match:
+    def _match(self, row: int, score: float, slot: str | None = None) -> Match:
         r = int(row)
         return Match(row=r, id=int(self._ids[r]), name=self._names[r], path=self._paths[r],
-                     labels={h: self.labels[h][r] for h in HEADS}, score=float(score))
+                     labels={h: self.labels[h][r] for h in HEADS}, score=float(score), slot=slot)
+
+
+def outfit_order(outfit: dict[str, list[Match]], k: int) -> list[Match]:
+    """The flat list of an outfit: the best item of every slot first (slots in the outfit table's order), then the
+    second options, and so on, up to k. Within a slot, options keep their score order."""
+    flat, depth = [], max((len(v) for v in outfit.values()), default=0)
+    for r in range(depth):
+        flat += [options[r] for options in outfit.values() if r < len(options)]
+    return flat[:k]

@@ -38,3 +38,63 @@ def relax_order(filters: list[QueryFilter], priority: tuple[str, ...]) -> list[Q
     on a tie (e.g. catalogue labels, all 1.0) the one latest in `priority` goes first."""
     rank = {h: i for i, h in enumerate(priority)}
     return sorted((f for f in filters if f.applied), key=lambda f: (f.confidence, -rank.get(f.head, len(rank))))
+
+
+# --- outfit slots: which part of an outfit an item is, and which slots complete which --------------------------------
+# From the catalogue's subCategory, with articleType overrides where a subcategory mixes slots (jackets are layers,
+# a dupatta is a scarf). Near-synonyms (Kurtas/Kurtis, Tshirts/Tops) share a slot by construction.
+SLOT_OF_SUBCATEGORY = {
+    "Topwear": "top", "Bottomwear": "bottom", "Dress": "one-piece", "Saree": "one-piece", "Apparel Set": "one-piece",
+    "Innerwear": "innerwear", "Loungewear and Nightwear": "nightwear", "Socks": "socks",
+    "Shoes": "footwear", "Sandal": "footwear", "Flip Flops": "footwear",
+    "Bags": "bag", "Wallets": "wallet", "Watches": "watch", "Eyewear": "eyewear", "Jewellery": "jewellery",
+    "Belts": "belt", "Headwear": "headwear", "Scarves": "scarf", "Stoles": "scarf", "Mufflers": "scarf",
+    "Gloves": "gloves", "Ties": "tie", "Cufflinks": "tie",
+}
+SLOT_OF_TYPE = {
+    "Jackets": "layer", "Blazers": "layer", "Rain Jacket": "layer", "Waistcoat": "layer", "Shrug": "layer",
+    "Nehru Jackets": "layer", "Dupatta": "scarf", "Rompers": "one-piece", "Lehenga Choli": "one-piece",
+    "Dresses": "one-piece", "Jumpsuit": "one-piece", "Tracksuits": "one-piece", "Swimwear": "one-piece",
+    "Belts": "belt", "Suspenders": "belt", "Socks": "socks", "Messenger Bag": "bag", "Wallets": "wallet",
+}
+OTHER_SLOT = "other"  # personal care, gifts, sports goods...: not part of an outfit
+ACCESSORIES = ("bag", "watch", "eyewear", "jewellery", "belt", "headwear", "scarf", "wallet", "tie", "gloves", "socks")
+# For a query in a slot, the slots an outfit adds, the most important first. A slot missing here (innerwear,
+# nightwear, other) completes no outfit. A one-piece (dress, saree, jumpsuit) takes no top or bottom.
+COMPLETES: dict[str, tuple[str, ...]] = {
+    "top": ("bottom", "footwear", "layer", "bag", "watch", "eyewear", "belt", "jewellery", "headwear", "scarf"),
+    "bottom": ("top", "footwear", "layer", "bag", "watch", "belt", "eyewear", "jewellery", "headwear", "scarf"),
+    "one-piece": ("footwear", "layer", "bag", "jewellery", "watch", "eyewear", "scarf", "headwear", "belt"),
+    "layer": ("top", "bottom", "footwear", "bag", "watch", "eyewear", "scarf", "headwear"),
+    "footwear": ("top", "bottom", "one-piece", "bag", "watch", "socks", "eyewear", "belt", "jewellery"),
+    **{a: ("top", "bottom", "one-piece", "footwear", "layer", *(b for b in ACCESSORIES if b != a)) for a in ACCESSORIES},
+}
+
+
+def item_slot(subcategory: str | None, item_type: str | None) -> str:
+    """The outfit slot of a catalogue item, from its articleType (overrides) or its subCategory."""
+    if item_type in SLOT_OF_TYPE:
+        return SLOT_OF_TYPE[item_type]
+    return SLOT_OF_SUBCATEGORY.get(subcategory or "", OTHER_SLOT)
+
+
+def completes(slot: str, other) -> np.ndarray | bool:
+    """Whether items of slot(s) `other` complete an outfit around an item of `slot` (never its own slot)."""
+    wanted = COMPLETES.get(slot, ())
+    if np.ndim(other) == 0:
+        return other in wanted
+    return np.isin(np.asarray(other, dtype=object), list(wanted))
+
+
+def seasons_compatible(a, b):
+    """Same season, or either unknown: the season rule of mix & match and of its evaluation."""
+    a_arr, b_arr = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
+    out = (a_arr == b_arr) | pd.isna(a_arr) | pd.isna(b_arr)
+    return bool(out) if np.ndim(out) == 0 else np.asarray(out, dtype=bool)
+
+
+def goes_with(a: dict, b: dict) -> bool:
+    """Whether catalogue item `b` completes an outfit around `a`, by their labels: a complementary slot, the same usage,
+    a compatible gender and season. Mining, the curation fill-in and the style-space evaluation share this rule."""
+    return (a.get("style") is not None and a.get("style") == b.get("style") and bool(completes(a["slot"], b["slot"]))
+            and gender_compatible(a.get("gender"), b.get("gender")) and seasons_compatible(a.get("season"), b.get("season")))
