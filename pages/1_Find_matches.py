@@ -12,8 +12,12 @@ root = bundle.artifacts.catalog_root
 
 left, right = st.columns([2, 3])
 with left:
-    source = st.radio("Query", ["Upload a photo", "Pick a catalogue item"], horizontal=True)
-    if source == "Upload a photo":
+    source = st.radio("Query", ["Upload a photo", "Pick a catalogue item", "Search by words"], horizontal=True)
+    words = None
+    if source == "Search by words":
+        words = st.text_input("Words", placeholder="e.g. white sports shoes men, navy kurta, Puma")
+        query, preview = None, None
+    elif source == "Upload a photo":
         upload = st.file_uploader("Product photo", type=["jpg", "jpeg", "png", "webp"])
         query = {"image": upload.getvalue(), "name": upload.name} if upload else None
         preview = upload.getvalue() if upload else None
@@ -28,8 +32,20 @@ with right:
     if MODES[mode_label] == "combo":
         st.text_input("Your name, for the marks on suggestions", key="curator", placeholder="e.g. Asha (merchandising)")
 
+if words:
+    with guard():
+        found = bundle.matcher.search_words(words, k=k)
+    asked = "; ".join(f"{h} = {' or '.join(v)}" for h, v in found.attributes.items()) or "no attribute"
+    st.markdown(f"**Read as:** {asked}" + (f" · name words: {', '.join(found.words)}" if found.words else ""))
+    st.caption("Ranked by the heads' probabilities for each photo, with the catalogue labels as evidence"
+               + (" and the text tower's ranking fused in." if found.text_tower else
+                  " (this backbone has no text tower: FashionCLIP would also rank by the words themselves)."))
+    st.subheader(f"{len(found.matches)} items for “{words}”")
+    thumbnail_grid([{"path": m.path, "title": m.name, "lines": [" · ".join(v or "?" for v in m.labels.values()), f"id {m.id}"]}
+                    for m in found.matches], root)
+    st.stop()
 if query is None:
-    st.info("Upload a photo (jpg, png or webp) or pick a catalogue item.")
+    st.info("Upload a photo (jpg, png or webp), pick a catalogue item, or search by words.")
     st.stop()
 
 with guard():

@@ -36,7 +36,23 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-clip")
     tiny_clip_model(seed=1).save_pretrained(out)
     CLIPImageProcessor(**TINY_PREPROCESS).save_pretrained(out)
+    tiny_tokenizer().save_pretrained(out)  # CLIPTokenizer's vocab files come from the hub: a word-level one instead
     return out
+
+
+def tiny_tokenizer():
+    """A word-level tokenizer built with `tokenizers` for the tiny CLIP's 99-token text tower (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ("white red black blue navy green grey brown pink yellow men women boys girls unisex casual formal sports "
+             "ethnic party shirt shirts tshirts shoes sports-shoes sneakers jeans kurta dress heels watch bag cap").split()
+    vocab = {"<bos>": 0, "<eos>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A <eos>", special_tokens=[("<bos>", 0), ("<eos>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
+                                   pad_token="<eos>")
 
 
 @pytest.fixture(scope="session")
@@ -58,12 +74,13 @@ def small_catalog(tmp_path_factory) -> Path:
     return out
 
 
-def fast_build_config(data: Path, workdir: Path, **catalog):
+def fast_build_config(data: Path, workdir: Path, audit_folds: int = 0, **catalog):
+    """A build that takes seconds: the tiny backbone, short training, a small ranking check, no label audit."""
     from vibe.config import BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig, QualityConfig
 
     return BuildConfig(catalog=CatalogConfig(root=data, **catalog), backbone="tiny-random", workdir=workdir,
-                       heads=HeadsConfig(epochs=40, patience=5, min_class_count=5), projection=ProjectionConfig(epochs=2),
-                       quality=QualityConfig(per_change=8))
+                       heads=HeadsConfig(epochs=40, patience=5, min_class_count=5, audit_folds=audit_folds),
+                       projection=ProjectionConfig(epochs=2), quality=QualityConfig(per_change=8))
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +89,7 @@ def built(tmp_path_factory, small_catalog):
     from vibe.pipeline import build
 
     workdir = tmp_path_factory.mktemp("work")
-    return workdir, build(fast_build_config(small_catalog, workdir))
+    return workdir, build(fast_build_config(small_catalog, workdir, audit_folds=3))
 
 
 @pytest.fixture(scope="session")

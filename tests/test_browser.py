@@ -17,7 +17,7 @@ SHOTS = REPO / "tests" / "_artifacts" / "screenshots"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 PAGES = [("", "Find-My-Vibe"), ("Find_matches", "Find matches"), ("Head_accuracy", "Head accuracy"),
-         ("Embedding_space", "Embedding space"), ("Rebuild_index", "Rebuild index")]
+         ("Embedding_space", "Embedding space"), ("Catalogue_QA", "Catalogue QA"), ("Rebuild_index", "Rebuild index")]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
                                 reason="Debian chromium is not installed (scripts/test.sh installs it)")
@@ -73,6 +73,27 @@ def _no_error_boxes(page):
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0, page.locator('[data-testid="stAlertContentError"]').first.inner_text()
 
 
+def _hover_a_point(page):
+    """Hover the first point of the explorer and see its product photo in the tooltip."""
+    iframe = page.locator("iframe[title*='explorer']").first
+    iframe.wait_for(timeout=120_000)
+    frame = iframe.element_handle().content_frame()
+    frame.locator("body[data-rendered]").wait_for(timeout=120_000)
+    frame.wait_for_function("() => { const p = document.getElementById('plot'); return p && p._fullLayout && p.data; }",
+                            timeout=60_000)
+    # where Plotly drew the first point of the first trace, in the frame's pixels
+    x, y = frame.evaluate("""() => {
+        const p = document.getElementById('plot'), fl = p._fullLayout, t = p.data[0];
+        return [fl.margin.l + fl.xaxis.l2p(t.x[0]), fl.margin.t + fl.yaxis.l2p(t.y[0])];
+    }""")
+    box = iframe.bounding_box()
+    page.mouse.move(box["x"] + x, box["y"] + y)
+    tip = frame.locator("#tip img")
+    tip.wait_for(state="visible", timeout=30_000)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=tip.element_handle(), timeout=30_000)
+    assert frame.locator("#tip .name").inner_text().strip()
+
+
 def test_every_page_in_chromium(server):
     from playwright.sync_api import sync_playwright
 
@@ -95,6 +116,8 @@ def test_every_page_in_chromium(server):
                 thumbs = page.locator('[data-testid="stImage"] img')
                 assert thumbs.count() == 1 + 8  # the query and eight result thumbnails
                 assert all(thumbs.nth(i).evaluate("img => img.naturalWidth") > 0 for i in range(thumbs.count()))
+            if path == "Embedding_space":
+                _hover_a_point(page)
             page.screenshot(path=str(SHOTS / f"{path or 'Home'}.png"), full_page=True)
         browser.close()
     assert sorted(p.name for p in SHOTS.glob("*.png")) == sorted(f"{path or 'Home'}.png" for path, _ in PAGES)

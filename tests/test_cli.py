@@ -11,7 +11,7 @@ from vibe.cli import main
 from vibe.config import CatalogConfig, HEADS
 
 FAST = ["--backbone", "tiny-random", "--head-epochs", "30", "--projection-epochs", "2", "--min-class-count", "3", "--check", "8",
-        "--quiet"]
+        "--audit-folds", "0", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_a_missing_or_unreadable_photo_fails_before_torch_or_the_model_load(cli_
 
 def test_progress_in_a_log_is_plain_lines(small_catalog, tmp_path):
     r = _run("build", "--data", str(small_catalog), "--backbone", "tiny-random", "--workdir", str(tmp_path / "w"),
-             "--head-epochs", "5", "--projection-epochs", "2", "--min-class-count", "3")
+             "--head-epochs", "5", "--projection-epochs", "2", "--min-class-count", "3", "--audit-folds", "0", "--check", "8")
     assert r.returncode == 0, r.stderr
     assert "\r" not in r.stderr
     progress = [ln for ln in r.stderr.splitlines() if ln.startswith(("embed: ", "heads: ", "projection: "))]

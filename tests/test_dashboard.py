@@ -138,19 +138,28 @@ def _points(spec: dict) -> int:
     return n
 
 
-def test_embedding_space_has_one_point_per_item(app, built):
+def _explorers(at: AppTest) -> list[dict]:
+    """The arguments the page hands each explorer component (AppTest does not run the component's page)."""
+    return [json.loads(e.proto.json_args) for e in at.get("component_instance")]
+
+
+def test_embedding_space_has_one_point_per_item_with_its_photo(app, built):
     at = _open(app, "3_Embedding_space.py")
     _no_errors(at)
-    n = load_artifacts(built[0]).manifest["n_items"]
-    charts = at.get("plotly_chart")
-    assert len(charts) == 1
-    assert _points(json.loads(charts[0].proto.spec)) == n
+    art = load_artifacts(built[0])
+    n = art.manifest["n_items"]
+    (args,) = _explorers(at)
+    assert len(args["x"]) == len(args["y"]) == len(args["row"]) == n
+    assert sorted(args["row"]) == list(range(n))
+    folder = art.path / "views" / "explorer"
+    assert (folder / "index.html").is_file() and (folder / "plotly.min.js").is_file()
+    assert all((folder / "images" / f).is_file() for f in args["file"])  # every hover photo is served with the component
+    assert len(args["groups"]) <= 14 and max(args["group"]) < len(args["groups"])  # top 12 values, other, missing
     assert any(f"all {n:,} of {n:,} items" in c.value for c in at.caption)
     at.get("segmented_control")[0].set_value("Side by side")
     at.run()
     _no_errors(at)
-    charts = at.get("plotly_chart")
-    assert len(charts) == 2 and all(_points(json.loads(c.proto.spec)) == n for c in charts)
+    assert [len(a["x"]) for a in _explorers(at)] == [n, n]
 
 
 def test_rebuild_runs_in_the_background_while_other_sessions_answer(small_catalog, tmp_path, monkeypatch):
@@ -176,7 +185,7 @@ def test_rebuild_runs_in_the_background_while_other_sessions_answer(small_catalo
     monkeypatch.setattr(vibe.pipeline, "train_projection", held_train)
     monkeypatch.setattr(vibe.registry, "load_parts", lambda name: loads.append(name) or real_load(name))
 
-    at = _open(AppTest.from_file(str(REPO / "Home.py"), default_timeout=TIMEOUT), "4_Rebuild_index.py")
+    at = _open(AppTest.from_file(str(REPO / "Home.py"), default_timeout=TIMEOUT), "5_Rebuild_index.py")
     # the form repeats the current build's settings
     assert at.text_input[0].value == str(small_catalog)
     assert at.selectbox[0].value == "tiny-random" and at.selectbox[1].value == "train"
@@ -196,7 +205,7 @@ def test_rebuild_runs_in_the_background_while_other_sessions_answer(small_catalo
     _no_errors(other)
     assert len(other.image) == 1 + 8
     assert not other.button  # the Rebuild page of that session shows the running build, not the form
-    _open(other, "4_Rebuild_index.py")
+    _open(other, "5_Rebuild_index.py")
     assert any("Building" in m.value for m in other.markdown) and not other.button
 
     gate.set()
@@ -220,7 +229,7 @@ def test_any_rebuild_failure_is_one_error_box(small_catalog, tmp_path, monkeypat
     vibe.pipeline.build(fast_build_config(small_catalog, workdir))
     monkeypatch.setenv("VIBE_WORKDIR", str(workdir))
     monkeypatch.chdir(REPO)
-    at = _open(AppTest.from_file(str(REPO / "Home.py"), default_timeout=TIMEOUT), "4_Rebuild_index.py")
+    at = _open(AppTest.from_file(str(REPO / "Home.py"), default_timeout=TIMEOUT), "5_Rebuild_index.py")
 
     def boom(*a, **k):
         raise RuntimeError("boom")
@@ -242,3 +251,34 @@ def test_any_rebuild_failure_is_one_error_box(small_catalog, tmp_path, monkeypat
         assert latest_build(workdir).wait(60)
     at.run()
     assert len(at.error) == 1 and "Another build is already running" in at.error[0].value
+
+
+def test_catalogue_qa_lists_label_problems_and_duplicates_with_exports(app, built):
+    from vibe.audit import label_problems
+
+    at = _open(app, "4_Catalogue_QA.py")
+    _no_errors(at)
+    art = load_artifacts(built[0])
+    expected = label_problems(art, "item_type")
+    assert any(m.label == "Items to check" and m.value == f"{len(expected):,}" for m in at.metric)
+    shown = min(16, len(expected))
+    titles = [m.value for m in at.markdown if "→" in m.value]
+    assert titles[:shown] == [f"**{r.label} → {r.suggested}**" for r in expected.head(shown).itertuples()]
+    exports = [b for b in at.get("download_button")]
+    assert len(exports) == 2
+    at.slider[1].set_value(0.8)  # a loose duplicate threshold groups many photos
+    at.run()
+    _no_errors(at)
+    assert any(m.label.startswith("Groups of near-identical photos") and int(m.value) > 0 for m in at.metric)
+
+
+def test_find_matches_searches_by_words(app):
+    at = _open(app, "1_Find_matches.py")
+    at.radio[0].set_value("Search by words")
+    at.run()
+    at.text_input[0].set_value("black shoes men")
+    at.run()
+    _no_errors(at)
+    assert any("Read as:" in m.value and "colour = Black" in m.value for m in at.markdown)
+    assert at.subheader[0].value.startswith("8 items for")
+    assert len(at.image) == 8

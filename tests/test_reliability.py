@@ -173,7 +173,7 @@ def test_curated_triplets_naming_unknown_ids_or_outside_paths_fail_the_build_cle
     bad = tmp_path / "triplets.csv"
     bad.write_text("anchor,positive,negative\n999999999,1,2\n../../etc/passwd,1,2\n")
     r = _run_cli("build", "--data", str(small_catalog), "--backbone", "tiny-random", "--workdir", str(tmp_path / "w"),
-                 "--triplets", str(bad), "--quiet", "--head-epochs", "5", "--projection-epochs", "1")
+                 "--triplets", str(bad), "--quiet", "--head-epochs", "5", "--projection-epochs", "1", "--audit-folds", "0")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "line 2: 999999999" in r.stderr and "line 3: ../../etc/passwd" in r.stderr
 
@@ -237,7 +237,7 @@ def test_kill_9_mid_build_keeps_the_previous_build_and_the_next_build_starts(sma
     before = current_build_id(workdir)
     # the next build has 200 images that are not cached yet
     proc = subprocess.Popen([sys.executable, "-c", KILL_CHILD, where, "build", "--data", str(catalog), "--backbone",
-                             "tiny-random", "--workdir", str(workdir), "--limit", "300", "--quiet", "--head-epochs", "5",
+                             "tiny-random", "--workdir", str(workdir), "--limit", "300", "--quiet", "--head-epochs", "5", "--audit-folds", "0", "--check", "8",
                              "--projection-epochs", "2", "--min-class-count", "5"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

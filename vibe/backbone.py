@@ -34,6 +34,7 @@ class Encoder:
         self.note = parts.note
         self.model, self._forward, self.preprocess, self.dim = parts.model.eval(), parts.forward, parts.preprocess, parts.dim
         self.framing = parts.framing if framing is None else framing
+        self._text = parts.text
         # big JPEGs are decoded at a reduced scale, still at least 4x the model's input side (framing crops into it)
         self.decode_side = 4 * int(getattr(self.preprocess, "crop", getattr(self.preprocess, "resolution", 224)))
         ident = {"kind": parts.kind, "config": parts.config, "preprocess": parts.preprocess.to_dict(),
@@ -82,12 +83,25 @@ class Encoder:
                for s in range(0, len(views), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
+    @property
+    def has_text(self) -> bool:
+        """Whether this backbone has a text tower (a CLIP with its tokenizer): word search then also ranks by it."""
+        return self._text is not None
+
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) L2-normalised text embeddings, in the image embeddings' space."""
+        if self._text is None:
+            raise VibeError(f"{self.description} has no text tower: search by words uses the attribute heads only.")
+        return l2_normalize(self._text(list(texts))).numpy()
+
+    def catalogue_view(self, image: Image.Image) -> Image.Image:
+        """What a catalogue photo is embedded as: framed on white when this backbone frames (queries: query_views)."""
+        return frame_product(image)[0] if self.framing else image
+
     def prepare(self, image: Image.Image) -> torch.Tensor:
-        """A decoded RGB image -> the model's input: framed on white (when this backbone frames), then preprocessed.
-        The one path for catalogue photos and queries alike."""
-        if self.framing:
-            image = frame_product(image)[0]
-        return self.preprocess(image)
+        """A decoded RGB image -> the model's input for a catalogue photo: its catalogue view, preprocessed."""
+        return self.preprocess(self.catalogue_view(image))
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:

@@ -85,11 +85,15 @@ class Catalog:
         return self.root / self.items["path"].iat[row]
 
 
+def id_fraction(item_id: int, salt: str = "") -> float:
+    """A number in [0, 1) fixed by the item id: deterministic splits that hold across machines, rebuilds and catalogue
+    versions. Different salts give independent splits."""
+    return int.from_bytes(hashlib.blake2b(f"{salt}{item_id}".encode(), digest_size=8).digest(), "big") / 2**64
+
+
 def in_holdout(item_id: int, fraction: float, salt: str = "") -> bool:
-    """A deterministic split by item id, stable across machines, rebuilds and catalogue versions.
-    Different salts give independent splits (the catalogue subset vs the heads' held-out items)."""
-    h = int.from_bytes(hashlib.blake2b(f"{salt}{item_id}".encode(), digest_size=8).digest(), "big")
-    return h / 2**64 < fraction
+    """The deterministic split by item id (the catalogue subset, or with another salt the heads' held-out items)."""
+    return id_fraction(item_id, salt) < fraction
 
 
 def _decode_lines(raw: bytes, report: CatalogReport) -> list[str]:

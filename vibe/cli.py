@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig, QualityConfig, default_backbone, default_workdir
+from .config import (HEADS, BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig, QualityConfig, default_backbone,
+                     default_workdir)
 from .errors import VibeError
 
 
@@ -39,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--min-class-count", type=int, default=10, help="classes rarer than this merge into 'Other' (default 10)")
     b.add_argument("--head-epochs", type=int, default=HeadsConfig.epochs, help=f"max epochs of the heads (early stopping; default {HeadsConfig.epochs})")
     b.add_argument("--projection-epochs", type=int, default=ProjectionConfig.epochs, help=f"default {ProjectionConfig.epochs}")
+    b.add_argument("--audit-folds", type=int, default=HeadsConfig.audit_folds, metavar="K",
+                   help=f"out-of-fold heads for the label audit (default {HeadsConfig.audit_folds}; 0: no audit)")
     b.add_argument("--check", type=int, default=QualityConfig.per_change, metavar="N",
                    help=f"the build's own ranking check: N held-out photos re-shot per change (default {QualityConfig.per_change}; 0: none)")
     b.add_argument("--batch-size", type=int, default=32)
@@ -92,6 +95,40 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--backbone", default=None, help="default: vit-b32-random (FashionCLIP's architecture and cost, random weights)")
     bn.add_argument("--data", type=Path, default=None, help="a catalogue of real photos to measure on (default data/sample)")
 
+    w = sub.add_parser("search", help="search the catalogue by words (\"red casual shirt men\")",
+                       description="Words are read as attribute values of the five heads (synonyms too: navy, sneakers, tee, "
+                                   "ladies...) and as words of product names; items are ranked by the heads' probabilities "
+                                   "with the catalogue labels as evidence, fused with the text tower's ranking when the "
+                                   "backbone has one (FashionCLIP).")
+    w.add_argument("query", help="the words, quoted")
+    w.add_argument("-k", type=int, default=10, help="number of matches (default 10)")
+    w.add_argument("--json", action="store_true", help="print JSON")
+    _workdir(w)
+
+    au = sub.add_parser("audit", help="catalogue QA over the current build: mislabelled items, duplicate photos",
+                        description="labels: items whose catalogue label disagrees with a held-out (out-of-fold) head prediction "
+                                    "and with their nearest neighbours, most suspicious first. duplicates: groups of "
+                                    "near-identical photos. planted: the audit measured on a copy of a catalogue with planted "
+                                    "faults (flipped labels, re-encoded duplicates).")
+    asub = au.add_subparsers(dest="audit", required=True)
+    al = asub.add_parser("labels", help="likely mislabelled items")
+    al.add_argument("--head", default="item_type", choices=list(HEADS))
+    al.add_argument("--top", type=int, default=20)
+    al.add_argument("--json", action="store_true")
+    _workdir(al)
+    ad = asub.add_parser("duplicates", help="groups of near-identical photos")
+    ad.add_argument("--threshold", type=float, default=None,
+                    help="cosine in the 512-D space (default: the build's, calibrated on re-encoded copies of its photos)")
+    ad.add_argument("--json", action="store_true")
+    _workdir(ad)
+    ap_ = asub.add_parser("planted", help="plant faults in a copy of a catalogue, build it, score the audit")
+    _catalog_args(ap_, required=True)
+    ap_.add_argument("--backbone", default=None, help=f"default {default_backbone()}")
+    ap_.add_argument("--flip", type=float, default=0.03, help="share of item_type labels flipped (default 0.03)")
+    ap_.add_argument("--copies", type=int, default=50, help="photos uploaded again, re-encoded and resized (default 50)")
+    ap_.add_argument("--json", action="store_true")
+    ap_.add_argument("--workdir", type=Path, default=None, help="where the planted copy is built (default WORKDIR/planted)")
+
     s = sub.add_parser("status", help="what is built in the workdir")
     _workdir(s)
     return ap
@@ -122,7 +159,8 @@ def cmd_build(a) -> int:
     from .pipeline import build
 
     cfg = BuildConfig(catalog=_catalog_config(a), backbone=a.backbone or default_backbone(), workdir=a.workdir or default_workdir(),
-                      batch_size=a.batch_size, seed=a.seed, heads=HeadsConfig(min_class_count=a.min_class_count, epochs=a.head_epochs),
+                      batch_size=a.batch_size, seed=a.seed, heads=HeadsConfig(min_class_count=a.min_class_count, epochs=a.head_epochs,
+                                                                                   audit_folds=a.audit_folds),
                       projection=ProjectionConfig(triplets_csv=a.triplets, epochs=a.projection_epochs),
                       quality=QualityConfig(per_change=a.check))
     progress = _progress(a.quiet)
@@ -246,6 +284,55 @@ def cmd_bench(a) -> int:
     return 0
 
 
+def cmd_search(a) -> int:
+    bundle = _load(a.workdir or default_workdir(), None)
+    res = bundle.matcher.search_words(a.query, k=a.k)
+    if a.json:
+        print(json.dumps(res.to_dict(), indent=2))
+        return 0
+    asked = "; ".join(f"{h} = {' or '.join(v)}" for h, v in res.attributes.items()) or "no attribute"
+    print(f"read as: {asked}" + (f"; name words: {', '.join(res.words)}" if res.words else "")
+          + ("; ranked with the text tower too" if res.text_tower else ""))
+    for i, m in enumerate(res.matches, 1):
+        print(f"{i:>3}. {m.id:<8} {m.name}  [{' / '.join(v or '?' for v in m.labels.values())}]")
+    return 0
+
+
+def cmd_audit(a) -> int:
+    from .audit import default_duplicate_threshold, duplicate_groups, label_problems
+
+    if a.audit == "planted":
+        from .planted import measure
+
+        cfg = BuildConfig(catalog=_catalog_config(a), backbone=a.backbone or default_backbone(),
+                          workdir=a.workdir or default_workdir() / "planted")
+        progress = _progress(a.json)
+        result = measure(cfg, flip=a.flip, copies=a.copies, progress=progress, log=_say)
+        progress.close()
+        print(json.dumps(result, indent=None if a.json else 2))
+        return 0
+    art = _load(a.workdir or default_workdir(), None).artifacts
+    if a.audit == "labels":
+        table = label_problems(art, a.head, top=a.top)
+        out = {"head": a.head, "items": [{"id": int(r.id), "label": r.label, "suggested": r.suggested,
+                                          "score": round(float(r.score), 4)} for r in table.itertuples()]}
+        if a.json:
+            print(json.dumps(out))
+            return 0
+        for r in table.itertuples():
+            print(f"{r.id:<8} {r.score:5.2f}  {r.label} -> {r.suggested}   {r.name}")
+        return 0
+    threshold = a.threshold if a.threshold is not None else default_duplicate_threshold(art)
+    groups = duplicate_groups(art, threshold)
+    if a.json:
+        print(json.dumps({"threshold": threshold, "groups": groups}))
+        return 0
+    print(f"{len(groups)} groups of near-identical photos at cosine >= {threshold:.4f}")
+    for g in groups:
+        print("  " + ", ".join(map(str, g)))
+    return 0
+
+
 def cmd_status(a) -> int:
     from .artifacts import status
 
@@ -257,8 +344,8 @@ def cmd_status(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     try:
-        return {"build": cmd_build, "find": cmd_find, "eval": cmd_eval, "status": cmd_status,
-                "train-backbone": cmd_train_backbone, "bench": cmd_bench}[a.command](a)
+        return {"build": cmd_build, "find": cmd_find, "eval": cmd_eval, "status": cmd_status, "search": cmd_search,
+                "audit": cmd_audit, "train-backbone": cmd_train_backbone, "bench": cmd_bench}[a.command](a)
     except VibeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

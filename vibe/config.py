@@ -66,9 +66,11 @@ class HeadsConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     batch_size: int = 512
+    audit_folds: int = 5  # out-of-fold predictions for the label audit (0: none; the audit then refuses)
 
     def __post_init__(self):
         _check(self.min_class_count >= 1, "min_class_count must be at least 1.")
+        _check(self.audit_folds == 0 or self.audit_folds >= 2, "audit_folds must be 0 or at least 2.")
         _check(0.0 < self.heldout_fraction < 0.9, "heldout_fraction must be between 0 and 0.9.")
         _check(self.epochs > 0 and self.patience > 0, "epochs and patience must be positive.")
 

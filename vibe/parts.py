@@ -75,3 +75,4 @@ class BackboneParts:
     config: dict  # architecture config, part of the fingerprint
     note: str = ""  # a warning the user should see (e.g. why `auto` fell back to vibe-mini)
     framing: bool = True  # crop photos to the product on white before preprocessing (vibe.framing), index and query alike
+    text: Callable[[list[str]], torch.Tensor] | None = None  # a CLIP text tower: texts -> unnormalised (n, dim)

@@ -23,6 +23,7 @@ from .heads import build_vocabularies, encode_labels, evaluate_head, load_heads,
 from .index import VectorIndex
 from .progress import Progress, silent
 from .quality import check_build
+from .audit import out_of_fold_columns
 from .curation import curated_path, curated_triplets
 from .projection import Compatibility, load_projection, mine_triplets, read_triplets_csv, save_projection, train_projection
 from .store import EmbeddingStore, embed_files
@@ -160,6 +161,11 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         timings["heads"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        oof = out_of_fold_columns(emb, codes, vocabs, items["id"].to_numpy(), cfg.heads, cfg.seed, cfg.heads.audit_folds,
+                                  progress) if cfg.heads.audit_folds else {}
+        timings["audit"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
         rng = np.random.default_rng(cfg.seed)
         compat = Compatibility(items)
         marks, stale = curated_triplets(catalog.root, items)
@@ -186,7 +192,7 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         split = np.full(len(items), "train", dtype=object)
         split[held] = "heldout"
         table = items.assign(**{f"{h}_code": codes[h] for h in HEADS}, **{f"pred_{h}": pred[h] for h in HEADS},
-                            **{f"conf_{h}": probs[h].max(1).astype(np.float32) for h in HEADS}, split=split)
+                            **{f"conf_{h}": probs[h].max(1).astype(np.float32) for h in HEADS}, split=split, **oof)
         art = Artifacts(path=workdir / "builds" / "(new)", manifest={"backbone": encoder.info(), "catalog": {"root": str(catalog.root)}},
                         items=table, clip=VectorIndex.build(emb), style=VectorIndex.build(style), heads=heads,
                         projection=projection, metrics=metrics)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -16,7 +16,7 @@ from .fsutil import content_hash
 from .heads import confidence_thresholds
 from .images import load_image
 from .progress import Progress, silent
-from .reshoot import CHANGES, reshoot
+from .reshoot import CHANGES, reshoot, reupload
 from .retrieve import Matcher
 from .rules import gender_compatible
 from .store import CHUNK, EmbeddingStore
@@ -44,32 +44,52 @@ def _view_key(key: str, view: int) -> str:
     return key if view == 0 else content_hash(f"{key}:view{view}".encode())
 
 
+def _embed_made(encoder: Encoder, store: EmbeddingStore, keys: list[str], make: Callable[[int], list[Image.Image]],
+                batch_size: int, progress: Progress, stage: str) -> list[np.ndarray]:
+    """(views, dim) embeddings of images made on demand (`make(i)` -> the views of item i), cached under `keys`:
+    only keys not in the store yet are made and embedded, a shard at a time."""
+    todo = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in store}.values())
+    progress(stage, 0, len(todo))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start:start + CHUNK]
+            views = list(pool.map(make, chunk))
+            store.add([_view_key(keys[i], j) for i, vs in zip(chunk, views) for j in range(len(vs))],
+                      encoder.encode_views([v for vs in views for v in vs], batch_size))
+            progress(stage, start + len(chunk), len(todo))
+    return [store.get([_view_key(k, j) for j in range(N_VIEWS if _view_key(k, 1) in store else 1)]) for k in keys]
+
+
 def embed_reshoots(encoder: Encoder, store: EmbeddingStore, originals: Originals, changes: Sequence[str], seed: int,
                    others: Sequence[Image.Image] = (), batch_size: int = 32,
                    progress: Progress = silent) -> dict[str, list[np.ndarray]]:
     """Every original re-shot by every change, as the (views, dim) embeddings its query would be searched with
     (Encoder.query_views), through the embedding cache: a rebuild only embeds re-shots of new photos."""
     out = {}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for change in changes:
-            keys = [reshoot_key(h, change, seed) for h in originals.hashes]
-            todo = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in store}.values())
-            progress(f"re-shoot {change}", 0, len(todo))
+    for change in changes:
+        def views_of(i: int, change: str = change) -> list[Image.Image]:
+            photo = reshot_photo({"path": originals.paths[i], "change": change, "id": originals.ids[i]}, seed, others)
+            return encoder.query_views(photo)[0]
 
-            def views_of(i: int, change: str = change) -> list[Image.Image]:
-                photo = reshot_photo({"path": originals.paths[i], "change": change, "id": originals.ids[i]}, seed, others)
-                return encoder.query_views(photo)[0]
-
-            for start in range(0, len(todo), CHUNK):
-                chunk = todo[start:start + CHUNK]
-                views = list(pool.map(views_of, chunk))
-                store.add([_view_key(keys[i], j) for i, vs in zip(chunk, views) for j in range(len(vs))],
-                          encoder.encode_views([v for vs in views for v in vs], batch_size))
-                progress(f"re-shoot {change}", start + len(chunk), len(todo))
-            out[change] = [store.get([_view_key(k, j) for j in range(N_VIEWS if _view_key(k, 1) in store else 1)])
-                           for k in keys]
+        keys = [reshoot_key(h, change, seed) for h in originals.hashes]
+        out[change] = _embed_made(encoder, store, keys, views_of, batch_size, progress, f"re-shoot {change}")
     store.compact()
     return out
+
+
+def duplicate_threshold(art, encoder: Encoder, store: EmbeddingStore, originals: Originals, seed: int,
+                        batch_size: int = 32, progress: Progress = silent) -> dict:
+    """The cosine that the same photo uploaded again (vibe.reshoot.reupload: resized, recompressed) keeps to its
+    original, as catalogue photos are embedded: its 1st percentile over these originals is the build's duplicate
+    threshold."""
+    def copy_of(i: int) -> list[Image.Image]:
+        return [encoder.catalogue_view(reupload(load_image(originals.paths[i]), seed, int(originals.ids[i])))]
+
+    keys = [reshoot_key(h, "reupload", seed) for h in originals.hashes]
+    copies = _embed_made(encoder, store, keys, copy_of, batch_size, progress, "duplicate calibration")
+    cos = [float(c[0] @ art.clip.vector(row)) for c, row in zip(copies, originals.rows)]
+    return {"threshold": round(float(np.percentile(cos, 1)), 4), "n_copies": len(cos),
+            "from": "re-uploads (resized 60-90 %, JPEG 60-85) of held-out photos: the 1st percentile of their cosine"}
 
 
 def _rank(rows: Sequence[int], targets: set[int]) -> int | None:
@@ -189,6 +209,7 @@ def check_build(art, encoder: Encoder, store: EmbeddingStore, held: np.ndarray, 
     art.metrics["filters"] = filters
     if not len(picked):
         return filters, None
+    art.metrics["duplicates"] = duplicate_threshold(art, encoder, store, originals, cfg.seed, batch_size, progress)
     report = rank_reshoots(matcher, originals, queries, cfg.k, progress=progress)
     report.update(n_originals=int(len(picked)), seed=cfg.seed, changes={c: CHANGES[c] for c in changes},
                   neighbours=neighbour_precision(matcher, held), style_space=style_space_report(art, held, cfg.seed),

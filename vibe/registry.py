@@ -46,17 +46,24 @@ def tiny_clip_model(seed: int = 0):
     return CLIPModel(CLIPConfig(**TINY_CLIP))
 
 
-def _clip_parts(name: str, kind: str, source: str, description: str, model, processor_cfg: dict) -> BackboneParts:
+def _clip_parts(name: str, kind: str, source: str, description: str, model, processor_cfg: dict,
+                tokenizer=None) -> BackboneParts:
     def forward(pixels: torch.Tensor) -> torch.Tensor:
         out = model.get_image_features(pixel_values=pixels)
         # transformers 5 returns an output object whose pooler_output is the projected embedding
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    def text(texts: list[str]) -> torch.Tensor:
+        tokens = tokenizer(texts, padding=True, truncation=True, max_length=model.config.text_config.max_position_embeddings,
+                           return_tensors="pt")
+        out = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         return out if isinstance(out, torch.Tensor) else out.pooler_output
 
     config = model.config.to_dict()
     config = {k: v for k, v in config.items() if k not in ("_name_or_path", "transformers_version", "architectures")}
     return BackboneParts(name=name, kind=kind, source=source, description=description, model=model, forward=forward,
                          preprocess=Preprocess.from_processor_config(processor_cfg), dim=int(model.config.projection_dim),
-                         config=config)
+                         config=config, text=text if tokenizer is not None else None)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -93,6 +100,7 @@ def load_clip(source: str | Path, name: str | None = None, local_only: bool = Fa
             processor_file = cached_file(source, "preprocessor_config.json", local_files_only=offline,
                                          _raise_exceptions_for_missing_entries=False)
             processor_cfg = json.loads(Path(processor_file).read_text()) if processor_file else {}
+            tokenizer = _tokenizer(source)
             break
         except Exception as e:  # noqa: BLE001 - not cached, hub unreachable, not a CLIP, unsafe or damaged weights
             model, reason = None, str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
@@ -107,7 +115,18 @@ def load_clip(source: str | Path, name: str | None = None, local_only: bool = Fa
         description = f"FashionCLIP ({FASHION_CLIP_ID})"
     else:
         description = f"CLIP from {source}"
-    return _clip_parts(name, "clip", source, description, model.eval(), processor_cfg)
+    return _clip_parts(name, "clip", source, description, model.eval(), processor_cfg, tokenizer)
+
+
+def _tokenizer(source: str):
+    """The text tokenizer saved with a CLIP (FashionCLIP's, from the same cache), or None: text search then uses the
+    attribute heads alone."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except Exception:  # noqa: BLE001 - no tokenizer files next to the weights: an image-only backbone
+        return None
 
 
 def load_vibe_mini(folder: str | Path = VIBE_MINI_DIR, name: str = "vibe-mini") -> BackboneParts:

@@ -128,3 +128,12 @@ def reshoot(image: Image.Image, change: str, seed: int = 0, key: int = 0, others
     product = product.rotate(float(rng.uniform(3, 6)) * (1 if rng.random() < 0.5 else -1), Image.BICUBIC, expand=True)
     shot = _place(product, Image.new("RGB", size, BACKDROPS[int(rng.integers(0, len(BACKDROPS)))]), float(rng.uniform(0.6, 0.85)), rng)
     return _jpeg(_light(shot, rng), int(rng.integers(35, 61)))
+
+
+def reupload(image: Image.Image, seed: int = 0, key: int = 0) -> Image.Image:
+    """The same photo uploaded again: resized to 60-90 % and recompressed as JPEG at quality 60-85. What the catalogue
+    audit calls a duplicate (its threshold is calibrated on such copies)."""
+    rng = np.random.default_rng([seed, int(key) & 0x7FFFFFFF, 99])
+    scale = float(rng.uniform(0.6, 0.9))
+    image = image.convert("RGB").resize((max(8, round(image.width * scale)), max(8, round(image.height * scale))), Image.BICUBIC)
+    return _jpeg(image, int(rng.integers(60, 86)))

@@ -14,6 +14,7 @@ from .config import HEADS, OTHER
 from .errors import VibeError
 from .fsutil import content_hash
 from .images import ImageSource, read_bytes
+from .search import fuse, parse, rank
 from .rules import COMPLETES, QueryFilter, gender_compatible, relax_order, seasons_compatible
 
 MODES = ("same", "combo")
@@ -64,6 +65,20 @@ class FindResult:
                               **({"slot": m.slot} if m.slot else {}), "image": m.path} for i, m in enumerate(self.matches, 1)])
 
 
+@dataclass
+class WordResult:
+    """A search by words: what the words were read as, whether a text tower ranked too, and the matches."""
+
+    query: str
+    attributes: dict[str, tuple[str, ...]]  # head -> the catalogue values asked for
+    words: list[str]  # matched against product names
+    text_tower: bool
+    matches: list[Match] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def _view_note(found, n_views: int, picked: int) -> str:
     if found is None:
         return "searched as it is (this backbone does not frame photos)"
@@ -100,6 +115,7 @@ class Matcher:
             codes, values = pd.factorize(pd.Series(self.labels[h], dtype=object))
             self._label_codes[h], self._label_values[h] = codes, {v: i for i, v in enumerate(values)}
         self._masks: dict[tuple, np.ndarray] = {}
+        self._all_probs, self._vectors = None, None
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -149,6 +165,27 @@ class Matcher:
         scores, _ = self.art.clip.index.search(np.ascontiguousarray(views, dtype=np.float32), 1)
         best = int(np.argmax(scores[:, 0]))
         return views[best], best
+
+    def search_words(self, query: str, k: int = 10) -> WordResult:
+        """Catalogue items for a query in words ("white sports shoes men"): see vibe.search."""
+        if k < 1:
+            raise VibeError("k must be at least 1.")
+        values = {h: sorted({*self._label_values[h], *self.vocabs[h]} - {None}) for h in HEADS}  # rare labels too
+        parsed = parse(query, values)
+        if self._all_probs is None:  # every item's head probabilities, once per build: ranking by photo, not by label
+            self._all_probs = self.art.heads.predict_proba(self.vectors)
+        score = rank(self._all_probs, self.labels, self._names, parsed, self.vocabs)
+        if self.encoder.has_text:
+            score = fuse(score, self.vectors @ self.encoder.encode_text([query])[0])
+        top = np.argsort(-score, kind="stable")[:k]
+        return WordResult(query, parsed.attributes, parsed.words, self.encoder.has_text,
+                          [self._match(r, score[r]) for r in top])
+
+    @property
+    def vectors(self) -> np.ndarray:
+        if self._vectors is None:
+            self._vectors = self.art.clip.vectors()
+        return self._vectors
 
     def predict(self, emb: np.ndarray) -> dict[str, Prediction]:
         probs = self.art.heads.predict_proba(emb[None])

@@ -14,7 +14,7 @@ from vibe.bundle import Bundle, current_build_id, load_bundle
 from vibe.config import default_workdir
 from vibe.errors import VibeError
 
-REBUILD_PAGE = "pages/4_Rebuild_index.py"
+REBUILD_PAGE = "pages/5_Rebuild_index.py"
 
 
 @contextmanager
