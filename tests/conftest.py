@@ -4,7 +4,9 @@ The default suite uses only what a fresh clone has (data/sample). Tests that nee
 marked `shared` (`pytest -m shared` runs just those) and skip with a reason where it is absent."""
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,8 @@ def requires_shared(test):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "shared: needs ../shared/data/fashion-small (extra real-data tests)")
+    # runtime choices and quantised models go to a fresh folder, never the user's ~/.cache/vibe (subprocesses inherit it)
+    os.environ["VIBE_CACHE_DIR"] = tempfile.mkdtemp(prefix="vibe-test-cache-")
 
 
 @pytest.fixture(scope="session")

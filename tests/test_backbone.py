@@ -117,18 +117,28 @@ def test_a_folder_without_config_is_a_clear_error(tmp_path):
         Encoder(str(tmp_path))
 
 
-def test_the_fast_path_is_bf16_only_where_it_keeps_cosine_above_0_99(tiny_clip_dir):
+def test_the_runtime_is_measured_once_and_keeps_cosine_above_0_99(tiny_clip_dir, monkeypatch):
+    from vibe import runtime
     from vibe.parts import bf16_native
 
     fast, exact = Encoder(str(tiny_clip_dir)), Encoder(str(tiny_clip_dir), precision="fp32")
     assert exact.precision == "fp32" and fast.fingerprint == exact.fingerprint
-    if bf16_native():
-        assert fast.precision == ("bf16" if fast.precision_cosine >= 0.99 else "fp32")
-    else:
-        assert fast.precision == "fp32"
+    assert fast.precision in ("fp32", "int8") + (("bf16",) if bf16_native() else ())
+    assert fast.runtime.cosine >= 0.99 and "fastest" in fast.runtime.why
+    assert set(fast.runtime.timings) >= {"fp32", "int8"}  # ONNX Runtime is a requirement: int8 is always a candidate
+    assert fast.info()["runtime"]["name"] == fast.precision  # recorded in every manifest
     images = _some_images(6)
     cos = (fast.encode_images(images) * exact.encode_images(images)).sum(axis=1)
     assert cos.min() >= 0.99
+
+    # remembered per machine and backbone: the next process does not measure again
+    monkeypatch.setattr(runtime, "_measure", lambda *a: pytest.fail("measured twice"))
+    assert Encoder(str(tiny_clip_dir)).runtime == fast.runtime
+
+    forced = Encoder(str(tiny_clip_dir), precision="int8")  # the ONNX Runtime path itself, whatever auto chose
+    assert forced.precision == "int8"
+    q = forced.encode_images(images)
+    assert np.allclose(np.linalg.norm(q, axis=1), 1, atol=1e-4) and (q * exact.encode_images(images)).sum(1).min() > 0.9
     assert Encoder("tiny-random").precision == "fp32"  # cheap backbones stay exact
     with pytest.raises(VibeError, match="precision must be"):
         Encoder("tiny-random", precision="int4")

@@ -16,10 +16,15 @@ from .errors import VibeError
 from .framing import VERSION as FRAMING_VERSION
 from .framing import Framing, crops, frame_product
 from .images import ImageSource, load_image
-from .parts import BackboneParts, bf16_native, weights_digest
+from .parts import BackboneParts, weights_digest
 from .progress import Progress, silent
 from .registry import load_parts
+from .runtime import RuntimeChoice, choose, torch_forward
 from .vectors import l2_normalize
+
+
+def _digest(obj: dict) -> str:
+    return hashlib.blake2b(json.dumps(obj, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
 class Encoder:
@@ -37,31 +42,30 @@ class Encoder:
         self._text = parts.text
         # big JPEGs are decoded at a reduced scale, still at least 4x the model's input side (framing crops into it)
         self.decode_side = 4 * int(getattr(self.preprocess, "crop", getattr(self.preprocess, "resolution", 224)))
-        ident = {"kind": parts.kind, "config": parts.config, "preprocess": parts.preprocess.to_dict(),
-                 "weights": weights_digest(parts.model), "framing": FRAMING_VERSION if self.framing else None,
+        model = {"kind": parts.kind, "config": parts.config, "weights": weights_digest(parts.model)}
+        ident = {**model, "preprocess": parts.preprocess.to_dict(), "framing": FRAMING_VERSION if self.framing else None,
                  "decode_side": self.decode_side}
-        self.fingerprint = hashlib.blake2b(json.dumps(ident, sort_keys=True).encode(), digest_size=12).hexdigest()
-        self.precision, self.precision_cosine = "fp32", 1.0
-        self.precision = self._choose_precision(precision)
+        self.fingerprint = _digest(ident)
+        self._model_key = _digest(model)  # the network alone: what a runtime's compiled model is cached under
+        self.runtime = self._choose_runtime(precision)
+        self.precision = self.runtime.name
 
-    def _choose_precision(self, requested: str) -> str:
-        """bf16 autocast (the fast CPU path) where the CPU runs it natively and it keeps cosine >= 0.99 to fp32."""
-        if requested not in ("auto", "fp32", "bf16"):
-            raise VibeError(f"precision must be auto, fp32 or bf16, not {requested!r}.")
-        # vibe-mini and the test backbone are cheap already; their embeddings stay exactly fp32
-        if requested == "fp32" or (requested == "auto" and self.kind != "clip") or not bf16_native():
-            return "fp32"
-        crop = getattr(self.preprocess, "crop", 224)
-        probe = torch.rand(4, 3, crop, crop, generator=torch.Generator().manual_seed(0)) * 4 - 2
-        exact = self.embed_pixels(probe)
-        self.precision = "bf16"
-        self.precision_cosine = float((self.embed_pixels(probe) * exact).sum(axis=1).min())
-        return "bf16" if self.precision_cosine >= 0.99 else "fp32"
+    def _choose_runtime(self, requested: str) -> RuntimeChoice:
+        """A real CLIP runs on the fastest runtime this CPU has that keeps cosine >= 0.99 to fp32 (vibe.runtime); vibe-mini
+        and the test backbone are cheap already, and their embeddings stay exactly fp32."""
+        if self.kind != "clip" and requested == "auto":
+            requested = "fp32"
+        crop = int(getattr(self.preprocess, "crop", getattr(self.preprocess, "resolution", 224)))
+        if requested == "fp32":
+            self._run = torch_forward(self._forward, bf16=False)
+            return RuntimeChoice("fp32", "asked for" if self.kind == "clip" else "a small backbone: exact fp32", 1.0, 1.0, {})
+        choice, self._run = choose(self.model, self._forward, crop, self._model_key, requested)
+        return choice
 
     def info(self) -> dict:
         """What goes into every manifest built from this encoder."""
         return {"name": self.name, "kind": self.kind, "source": self.source, "description": self.description,
-                "fingerprint": self.fingerprint, "dim": self.dim, "precision": self.precision, "framing": self.framing}
+                "fingerprint": self.fingerprint, "dim": self.dim, "precision": self.precision, "runtime": self.runtime.to_dict(), "framing": self.framing}
 
     def query_views(self, image: Image.Image) -> tuple[list[Image.Image], Framing | None]:
         """What a query photo is searched with: the framed product; or, when framing cannot isolate it (a busy or
@@ -103,11 +107,8 @@ class Encoder:
         """A decoded RGB image -> the model's input for a catalogue photo: its catalogue view, preprocessed."""
         return self.preprocess(self.catalogue_view(image))
 
-    @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            out = self._forward(pixels)
-        return l2_normalize(out).numpy()
+        return l2_normalize(self._run(pixels))
 
     def encode_images(self, images: Sequence[ImageSource], batch_size: int = 32, progress: Progress = silent,
                       on_error: Callable[[int, Exception], None] | None = None,
