@@ -2,7 +2,7 @@
 # Set up (venv + requirements) and run the default test suite. This is the README's test command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh requirements-scale.txt  # Ray too: its tests run, never skip
 # the browser test drives Debian's chromium (Playwright's own browser download cannot run offline)
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then

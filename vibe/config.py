@@ -120,6 +120,11 @@ class BuildConfig:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     backbone: str = field(default_factory=default_backbone)
     workdir: Path = field(default_factory=default_workdir)
+    precision: str = "auto"  # the encoder's runtime: auto (fastest measured here, vibe.runtime) | fp32 | bf16 | int8
+    index: str = "auto"  # exact | ivf | auto: exact FAISS search up to vibe.index.EXACT_MAX items, IVF-SQ8 beyond
+    engine: str = "local"  # local | ray: where images are embedded (both write the same cache)
+    ray_address: str | None = None  # a Ray cluster (`ray://host:10001` or `auto`); None: a local Ray
+    ray_workers: int = 2  # embedding actors
     batch_size: int = 32
     seed: int = 0
     heads: HeadsConfig = field(default_factory=HeadsConfig)
@@ -129,3 +134,7 @@ class BuildConfig:
     def __post_init__(self):
         object.__setattr__(self, "workdir", Path(self.workdir))
         _check(self.batch_size > 0, "batch_size must be positive.")
+        _check(self.precision in ("auto", "fp32", "bf16", "int8"), f"precision must be auto, fp32, bf16 or int8, not {self.precision!r}.")
+        _check(self.index in ("auto", "exact", "ivf"), f"index must be auto, exact or ivf, not {self.index!r}.")
+        _check(self.engine in ("local", "ray"), f"engine must be local or ray, not {self.engine!r}.")
+        _check(self.ray_workers >= 1, "ray_workers must be at least 1.")

@@ -122,7 +122,7 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
 
         t0 = time.perf_counter()
         if encoder is None:
-            encoder = Encoder(cfg.backbone)
+            encoder = Encoder(cfg.backbone, precision=cfg.precision)
         if encoder.note:
             log(f"warning: {encoder.note}")
         log(f"backbone: {encoder.description} [fingerprint {encoder.fingerprint}]")
@@ -131,7 +131,12 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         t0 = time.perf_counter()
         store = EmbeddingStore(workdir / "cache", encoder.fingerprint, encoder.dim)
         paths = [catalog.root / p for p in catalog.items["path"]]
-        emb, hashes, stats = embed_files(encoder, paths, store, cfg.batch_size, progress)
+        if cfg.engine == "ray":
+            from .ray_engine import embed_on_ray
+
+            emb, hashes, stats = embed_on_ray(encoder, paths, store, cfg.ray_address, cfg.ray_workers, cfg.batch_size, progress)
+        else:
+            emb, hashes, stats = embed_files(encoder, paths, store, cfg.batch_size, progress)
         ok = ~np.isnan(emb).any(axis=1)
         items = catalog.items.assign(hash=hashes)[ok].reset_index(drop=True)
         emb = emb[ok]
@@ -194,7 +199,7 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         table = items.assign(**{f"{h}_code": codes[h] for h in HEADS}, **{f"pred_{h}": pred[h] for h in HEADS},
                             **{f"conf_{h}": probs[h].max(1).astype(np.float32) for h in HEADS}, split=split, **oof)
         art = Artifacts(path=workdir / "builds" / "(new)", manifest={"backbone": encoder.info(), "catalog": {"root": str(catalog.root)}},
-                        items=table, clip=VectorIndex.build(emb), style=VectorIndex.build(style), heads=heads,
+                        items=table, clip=VectorIndex.build(emb, cfg.index), style=VectorIndex.build(style, cfg.index), heads=heads,
                         projection=projection, metrics=metrics)
         timings["index"] = time.perf_counter() - t0
 
@@ -219,6 +224,7 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
             timings["write"] = time.perf_counter() - t0
             write_manifest(staging, {
                 "backbone": encoder.info(), "n_items": int(len(table)), "dims": {"clip": int(emb.shape[1]), "style": int(style.shape[1])},
+                "index": {"clip": art.clip.describe(), "style": art.style.describe()}, "engine": cfg.engine,
                 "vocabs": vocabs, "catalog": {"root": str(catalog.root.resolve()), "report": catalog.report.to_dict(),
                             "signature": catalog_signature(catalog.root), "subset": cfg.catalog.subset,
                             "holdout_fraction": cfg.catalog.holdout_fraction, "split": split_info},

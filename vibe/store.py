@@ -101,48 +101,57 @@ class EmbedStats:
     reused: int = 0
     embedded: int = 0
     failed: list[tuple[int, str]] = field(default_factory=list)  # (row, reason)
+    errors: dict[str, str] = field(default_factory=dict)  # content hash -> why its image could not be embedded
+
+
+def cache_plan(paths: Sequence[Path], store: EmbeddingStore) -> tuple[list[str | None], dict[str, Path], EmbedStats]:
+    """Hash every file (the cache key is its content); return the hashes, the keys the cache lacks (each with one of its
+    files: a photo stored twice is embedded once), and stats with the unreadable files."""
+    hashes: list[str | None] = [None] * len(paths)
+    todo: dict[str, Path] = {}
+    stats = EmbedStats()
+    for row, path in enumerate(paths):
+        try:
+            hashes[row] = content_hash(read_bytes(path))
+        except VibeError as e:
+            stats.failed.append((row, str(e)))
+            continue
+        if hashes[row] not in store:
+            todo.setdefault(hashes[row], path)
+    return hashes, todo, stats
+
+
+def fill_from_store(paths: Sequence[Path], hashes: list[str | None], store: EmbeddingStore, stats: EmbedStats,
+                    new: set[str]) -> np.ndarray:
+    """(n, dim) embeddings from the cache (NaN rows for files that could not be embedded, with the reason in stats);
+    `new`: the keys embedded by this call, so the rest count as reused."""
+    out = np.full((len(paths), store.dim), np.nan, dtype=np.float32)
+    cached = [r for r, h in enumerate(hashes) if h is not None and h in store]
+    if cached:
+        out[cached] = store.get([hashes[r] for r in cached])
+    stats.reused = sum(hashes[r] not in new for r in cached)
+    for row, h in enumerate(hashes):
+        if h is not None and h not in store:
+            stats.failed.append((row, stats.errors.get(h, f"{paths[row]} is not a readable image")))
+    return out
 
 
 def embed_files(encoder: Encoder, paths: Sequence[Path], store: EmbeddingStore, batch_size: int = 32,
                 progress: Progress = silent) -> tuple[np.ndarray, list[str | None], EmbedStats]:
-    """Embed image files through the cache. Returns (n, dim) embeddings (NaN rows for unreadable files), content hashes, stats."""
-    n = len(paths)
-    out = np.full((n, encoder.dim), np.nan, dtype=np.float32)
-    hashes: list[str | None] = [None] * n
-    stats = EmbedStats()
-    progress("embed", 0, n)
-    for start in range(0, n, CHUNK):
-        rows = range(start, min(start + CHUNK, n))
-        todo: dict[str, bytes] = {}
-        names: dict[str, str] = {}
-        bad: dict[str, str] = {}
-        for row in rows:
-            try:
-                data = read_bytes(paths[row])
-            except VibeError as e:
-                stats.failed.append((row, str(e)))
-                continue
-            hashes[row] = content_hash(data)
-            if hashes[row] not in store:
-                todo.setdefault(hashes[row], data)
-                names.setdefault(hashes[row], str(paths[row]))
-        if todo:
-            keys = list(todo)
-            emb = encoder.encode_images([todo[k] for k in keys], batch_size=batch_size, names=[names[k] for k in keys],
-                                        on_error=lambda i, e: bad.setdefault(keys[i], str(e)))
-            good = [i for i, k in enumerate(keys) if k not in bad]
-            store.add([keys[i] for i in good], emb[good])
-            stats.embedded += len(good)
-        for row in rows:
-            key = hashes[row]
-            if key is None:
-                continue
-            if key in store:
-                out[row] = store.get([key])[0]
-                stats.reused += 0 if key in todo else 1
-            else:
-                stats.failed.append((row, bad.get(key, f"{paths[row]} is not a readable image")))
-        progress("embed", rows.stop, n)
+    """Embed image files through the cache, here (see vibe.ray_engine for Ray). Only images the cache lacks go
+    through the model, a shard of CHUNK at a time, each saved as soon as it is computed.
+    Returns (n, dim) embeddings (NaN rows for unreadable files), content hashes, stats."""
+    hashes, todo, stats = cache_plan(paths, store)
+    keys = list(todo)
+    progress("embed", 0, len(keys))
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start:start + CHUNK]
+        emb = encoder.encode_images([todo[k] for k in chunk], batch_size=batch_size,
+                                    on_error=lambda i, e: stats.errors.setdefault(chunk[i], str(e)))
+        good = [i for i, k in enumerate(chunk) if k not in stats.errors]
+        store.add([chunk[i] for i in good], emb[good])
+        stats.embedded += len(good)
+        progress("embed", start + len(chunk), len(keys))
+    out = fill_from_store(paths, hashes, store, stats, set(todo))
     store.compact()
     return out, hashes, stats
-

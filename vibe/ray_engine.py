@@ -1,0 +1,94 @@
+"""Embedding on Ray Data (`build --engine ray`): a pool of actors, each loading the backbone once, embeds the images the
+cache does not hold yet; the driver saves every batch to the same content-hash cache as the local engine as it
+arrives, so local and Ray builds are interchangeable and a lost worker loses only the batches in flight."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .backbone import Encoder
+from .errors import VibeError
+from .progress import Progress, silent
+from .store import EmbeddingStore, EmbedStats, cache_plan, fill_from_store
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+class EmbedActor:
+    """One Ray actor: the backbone, loaded once on the driver's runtime (fp32, bf16 or int8), checked against the
+    driver's fingerprint."""
+
+    def __init__(self, backbone: str, fingerprint: str, precision: str = "auto", threads: int = 1):
+        import torch
+
+        from .parts import bf16_native
+
+        torch.set_num_threads(threads)
+        if precision == "bf16" and not bf16_native():
+            precision = "auto"  # a worker without native bf16 picks its own fastest runtime (cosine >= 0.99 to fp32 too)
+        self.encoder = Encoder(backbone, precision=precision)
+        if self.encoder.fingerprint != fingerprint:
+            raise RuntimeError(f"the worker loaded {backbone!r} with fingerprint {self.encoder.fingerprint}, the driver has "
+                               f"{fingerprint}: the same backbone files must be reachable from every worker")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        errors = [""] * len(batch["path"])
+        emb = self.encoder.encode_images([str(p) for p in batch["path"]], batch_size=len(errors),
+                                         on_error=lambda i, e: errors.__setitem__(i, str(e)))
+        return {"key": batch["key"], "emb": np.nan_to_num(emb), "error": np.array(errors, dtype=object)}
+
+
+def embed_on_ray(encoder: Encoder, paths: Sequence[Path], store: EmbeddingStore, address: str | None = None,
+                 workers: int = 2, batch_size: int = 32, progress: Progress = silent,
+                 runtime_env: dict | None = None) -> tuple[np.ndarray, list[str | None], EmbedStats]:
+    """Like vibe.store.embed_files, with the forward passes on Ray. Photos must be readable at the same paths from
+    every worker (a shared file system, or a local Ray)."""
+    try:
+        import ray
+    except ImportError:
+        raise VibeError("--engine ray needs Ray: pip install -r requirements-scale.txt") from None
+    hashes, todo, stats = cache_plan(paths, store)
+    progress("embed (ray)", 0, len(todo))
+    if todo:
+        started = not ray.is_initialized()
+        if started:
+            env = {"py_modules": [str(PACKAGE)], **(runtime_env or {})}
+            try:
+                ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                         log_to_driver=False, runtime_env=env, ignore_reinit_error=True)
+            except Exception as e:  # noqa: BLE001 - no cluster at that address, a version mismatch...
+                raise VibeError(f"Could not start or reach Ray ({type(e).__name__}: {str(e)[:160]}); check --ray-address, "
+                                "or build with --engine local.") from None
+        try:
+            _run(ray, encoder, todo, store, stats, workers, batch_size, progress)
+        finally:
+            if started:
+                ray.shutdown()
+    out = fill_from_store(paths, hashes, store, stats, set(todo))
+    store.compact()
+    return out, hashes, stats
+
+
+def _run(ray, encoder: Encoder, todo: dict[str, Path], store: EmbeddingStore, stats: EmbedStats, workers: int,
+         batch_size: int, progress: Progress) -> None:
+    keys = list(todo)
+    ds = ray.data.from_items([{"key": k, "path": str(todo[k])} for k in keys], override_num_blocks=max(1, len(keys) // batch_size))
+    ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"backbone": encoder.name, "fingerprint": encoder.fingerprint,
+                                                                 "precision": encoder.precision},
+                        batch_size=batch_size, concurrency=workers, num_cpus=1, batch_format="numpy",
+                        max_restarts=2, max_task_retries=2)  # a worker that dies is restarted and its batch retried
+    done = 0
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            good = batch["error"] == ""
+            store.add([str(k) for k in batch["key"][good]], batch["emb"][good])  # saved as it arrives
+            stats.embedded += int(good.sum())
+            stats.errors.update({str(k): str(e) for k, e in zip(batch["key"][~good], batch["error"][~good])})
+            done += len(good)
+            progress("embed (ray)", done, len(keys))
+    except Exception as e:  # noqa: BLE001 - retries exhausted: one message; what was saved stays in the cache
+        raise VibeError(f"The Ray embedding failed after retries ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+                        f"The {stats.embedded} embeddings saved before are kept in the cache: rebuild to continue "
+                        "(with --engine ray or --engine local).") from None
