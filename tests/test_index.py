@@ -53,3 +53,31 @@ def test_save_load_roundtrip(vectors, tmp_path):
     index.save(tmp_path / "x.faiss")
     loaded = VectorIndex.load(tmp_path / "x.faiss")
     np.testing.assert_array_equal(loaded.vectors(), vectors)
+
+
+def test_auto_is_exact_up_to_the_limit_and_ivf_can_be_forced_with_filters_still_in_faiss(vectors, tmp_path, monkeypatch):
+    import vibe.index
+
+    assert VectorIndex.build(vectors).kind == "exact"
+    monkeypatch.setattr(vibe.index, "EXACT_MAX", 1000)  # the size rule, without building a 200k-vector index
+    auto = VectorIndex.build(vectors)
+    assert auto.kind == "ivf" and auto.describe()["faiss"].startswith("IndexIVFScalarQuantizer")
+    forced = VectorIndex.build(vectors[:500], "ivf")
+    assert forced.kind == "ivf" and VectorIndex.build(vectors, "exact").kind == "exact"
+
+    # clustered data, as embeddings are: the approximate index finds most true neighbours, filtered ones too
+    rng = np.random.default_rng(2)
+    centres = l2_normalize(rng.normal(size=(40, 64)))
+    data = l2_normalize(centres[rng.integers(0, 40, 4000)] + rng.normal(scale=0.15, size=(4000, 64)))
+    ivf = VectorIndex.build(data, "ivf")
+    allowed = rng.random(len(data)) < 0.3
+    hits = []
+    for q in data[:30]:
+        rows, _ = ivf.search(q, 10, allowed)
+        assert allowed[rows].all()  # the selector, not a post-filter
+        hits.append(len(set(rows) & set(brute_force(data, q, 10, allowed)[0])) / 10)
+    assert np.mean(hits) >= 0.8
+    ivf.save(tmp_path / "ivf.faiss")
+    again = VectorIndex.load(tmp_path / "ivf.faiss")
+    assert again.kind == "ivf" and again.describe() == ivf.describe()
+    np.testing.assert_allclose(again.vector(7), data[7], atol=0.02)  # 8-bit codes: close, not equal

@@ -129,3 +129,12 @@ def test_umap_layouts_live_in_their_build_folder(built, tmp_path):
     assert not facts["cached"] and len(frame) == len(art.items)
     assert list((art.path / "views").iterdir()) and layout(art, "style")[1]["cached"]
     np.testing.assert_array_equal(layout(art, "style")[0]["row"], frame["row"])
+
+
+def test_the_manifest_records_the_runtime_index_kinds_and_engine(built):
+    from vibe.artifacts import load_artifacts
+
+    m = load_artifacts(built[0]).manifest
+    assert m["backbone"]["runtime"]["name"] == m["backbone"]["precision"] == "fp32"  # the tiny backbone stays exact
+    assert m["index"]["clip"]["kind"] == m["index"]["style"]["kind"] == "exact"  # 300 items: far below EXACT_MAX
+    assert m["engine"] == "local"
