@@ -6,7 +6,7 @@ import streamlit as st
 from pages.ui.common import guard, page_with_bundle, thumbnail_grid
 from pages.ui.explorer import explorer
 from vibe.config import HEADS
-from vibe.views import SPACES, colour_groups, layout
+from vibe.views import SPACES, explorer_groups, explorer_points, item_labels, layout
 
 PALETTE = px.colors.qualitative.Dark24[:12] + ["#c8c8c8", "#f0e0e0"]  # 12 values, then "other" and "(missing)" in grey
 
@@ -19,28 +19,36 @@ def cached_layout(build_id: str, space: str):
     return layout(art, space)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def points_files(build_id: str, space: str) -> dict:
+    """The layout's points and hover files in the explorer folder (written once per build and space)."""
+    return explorer_points(art, folder, cached_layout(build_id, space)[0], files)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def group_files(build_id: str, space: str, colour_by: str) -> dict:
+    return explorer_groups(art, folder, cached_layout(build_id, space)[0]["row"].to_numpy(), colour_by)
+
+
 c1, c2 = st.columns(2)
 view = c1.segmented_control("Space", [*SPACES.values(), "Side by side"], default=SPACES["clip"], required=True)
 colour_by = c2.selectbox("Colour by", HEADS, index=HEADS.index("item_type"))
 spaces = list(SPACES) if view == "Side by side" else [k for k, v in SPACES.items() if v == view]
 with guard():
-    component, files = explorer(art, bundle.build_id)
-labels = art.items[list(HEADS)].fillna("?").astype(str).agg(" · ".join, axis=1).tolist()
+    component, folder, files = explorer(art, bundle.build_id)
 
 events = []
 for column, space in zip(st.columns(len(spaces)), spaces):
     with column, guard():
-        frame, facts = cached_layout(bundle.build_id, space)
-        rows = frame["row"].to_numpy()
-        group, names = colour_groups(art.items[colour_by].iloc[rows])
+        facts = cached_layout(bundle.build_id, space)[1]
+        data, colours = points_files(bundle.build_id, space), group_files(bundle.build_id, space, colour_by)
+        names = colours["groups"]
         st.markdown(f"**{SPACES[space]}** · coloured by {colour_by}")
-        event = component(key=f"explorer-{space}", default=None,
-                          view=f"{bundle.build_id}-{space}-{colour_by}", x=frame["x"].round(4).tolist(),
-                          y=frame["y"].round(4).tolist(), group=group.tolist(), groups=names,
+        event = component(key=f"explorer-{space}", default=None, view=f"{bundle.build_id}-{space}-{colour_by}",
+                          n=data["n"], points=data["points"], hover=data["hover"], group=colours["group"], groups=names,
                           colors=[PALETTE[i] if n not in ("other", "(missing)") else PALETTE[12 + (n == "(missing)")]
-                                  for i, n in enumerate(names)], row=rows.tolist(), file=[files[r] for r in rows],
-                          name=art.items["name"].iloc[rows].astype(str).tolist(), labels=[labels[r] for r in rows],
-                          size=6 if len(rows) < 5_000 else 4 if len(rows) < 50_000 else 3)
+                                  for i, n in enumerate(names)],
+                          size=6 if data["n"] < 5_000 else 4 if data["n"] < 50_000 else 3)
         shown = f"all {facts['n_shown']:,}" if not facts["sampled"] else f"a random sample of {facts['n_shown']:,}"
         how = ("fitted on all of them" if facts["fitted_on"] >= facts["n_shown"] else
                f"UMAP fitted on {facts['fitted_on']:,}, the other {facts['n_shown'] - facts['fitted_on']:,} placed by its transform")
@@ -54,8 +62,10 @@ if latest and latest["event"] == "click":
     row = int(latest["row"])
     found, scores = art.clip.search(art.clip.vector(row), 10)
     st.subheader(f"Nearest neighbours of {art.items['name'].iat[row]} (id {art.items['id'].iat[row]})")
+    labels = item_labels(art.items.iloc[found]).tolist()
     thumbnail_grid([{"path": art.items["path"].iat[r], "title": art.items["name"].iat[r],
-                     "lines": [labels[r], "the item" if r == row else f"cosine {s:.3f}"]} for r, s in zip(found, scores)],
+                     "lines": [line, "the item" if r == row else f"cosine {s:.3f}"]}
+                    for r, s, line in zip(found, scores, labels)],
                    art.catalog_root, columns=5)
 elif latest and latest["event"] == "select" and latest["rows"]:
     picked = art.items.iloc[sorted(set(int(r) for r in latest["rows"]))]

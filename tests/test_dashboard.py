@@ -143,23 +143,35 @@ def _explorers(at: AppTest) -> list[dict]:
     return [json.loads(e.proto.json_args) for e in at.get("component_instance")]
 
 
+def _explorer_data(folder, args: dict) -> dict:
+    """The per-point data an explorer fetches from its folder, decoded as explorer.html does."""
+    n, raw = args["n"], (folder / args["points"]).read_bytes()
+    hover = json.loads((folder / args["hover"]).read_text())
+    return {"x": np.frombuffer(raw, "<f4", n), "y": np.frombuffer(raw, "<f4", n, 4 * n),
+            "row": np.frombuffer(raw, "<i4", n, 8 * n), "group": np.fromfile(folder / args["group"], "<i2"),
+            "file": hover["file"], "name": hover["name"]}
+
+
 def test_embedding_space_has_one_point_per_item_with_its_photo(app, built):
     at = _open(app, "3_Embedding_space.py")
     _no_errors(at)
     art = load_artifacts(built[0])
     n = art.manifest["n_items"]
     (args,) = _explorers(at)
-    assert len(args["x"]) == len(args["y"]) == len(args["row"]) == n
-    assert sorted(args["row"]) == list(range(n))
     folder = art.path / "views" / "explorer"
+    data = _explorer_data(folder, args)
+    assert len(data["x"]) == len(data["y"]) == len(data["row"]) == len(data["group"]) == len(data["file"]) == n
+    assert sorted(data["row"]) == list(range(n))
+    assert data["name"] == art.items["name"].iloc[data["row"]].astype(str).tolist()
     assert (folder / "index.html").is_file() and (folder / "plotly.min.js").is_file()
-    assert all((folder / "images" / f).is_file() for f in args["file"])  # every hover photo is served with the component
-    assert len(args["groups"]) <= 14 and max(args["group"]) < len(args["groups"])  # top 12 values, other, missing
+    assert all((folder / "images" / f).is_file() for f in data["file"])  # every hover photo is served with the component
+    assert len(args["groups"]) <= 14 and data["group"].max() < len(args["groups"])  # top 12 values, other, missing
+    assert len(at.get("component_instance")[0].proto.json_args) < 5_000  # file names travel, not the points
     assert any(f"all {n:,} of {n:,} items" in c.value for c in at.caption)
     at.get("segmented_control")[0].set_value("Side by side")
     at.run()
     _no_errors(at)
-    assert [len(a["x"]) for a in _explorers(at)] == [n, n]
+    assert [a["n"] for a in _explorers(at)] == [n, n]
 
 
 def test_rebuild_runs_in_the_background_while_other_sessions_answer(small_catalog, tmp_path, monkeypatch):

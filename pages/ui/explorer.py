@@ -1,25 +1,22 @@
 """The embedding explorer component (pages/ui/explorer.html), served from a build's views/explorer folder together with
-plotly.js and links to every catalogue photo, so hovering a point shows its photo at any catalogue size."""
+plotly.js, links to every catalogue photo and the per-point data files (vibe.views.explorer_points/explorer_groups),
+which the component fetches itself: only file names and a few small values travel as its arguments."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import plotly
 import streamlit as st
 import streamlit.components.v1 as components
 
-from vibe.views import photo_folder
+from vibe.views import prepare_explorer
 
 PAGE = Path(__file__).with_name("explorer.html")
+PLOTLY = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
 @st.cache_resource(show_spinner="Preparing the explorer (links to the photos, once per build)…", max_entries=2)
 def explorer(_art, build_id: str):
-    """(component, file name of each item's photo) for one build."""
-    folder = _art.path / "views" / "explorer"
-    files = photo_folder(_art, folder)
-    shutil.copyfile(PAGE, folder / "index.html")
-    if not (folder / "plotly.min.js").exists():
-        shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", folder / "plotly.min.js")
-    return components.declare_component(f"explorer_{build_id}", path=str(folder)), files
+    """(component, its folder, file name of each item's photo there) for one build."""
+    folder, files = prepare_explorer(_art, {"index.html": PAGE, "plotly.min.js": PLOTLY})
+    return components.declare_component(f"explorer_{build_id}", path=str(folder)), folder, files
