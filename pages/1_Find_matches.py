@@ -77,7 +77,8 @@ if result.mode == "combo":
 else:
     st.subheader(f"{len(result.matches)} matches · {mode_label}")
     thumbnail_grid([{"path": m.path, "title": m.name,
-                     "lines": [" · ".join(v or "?" for v in m.labels.values()), f"id {m.id} · score {m.score:.3f}"]}
+                     "lines": [" · ".join(v or "?" for v in m.labels.values()), f"id {m.id} · score {m.score:.3f}",
+                               *(["⚑ " + m.note] if m.note else [])]}
                     for m in result.matches], root)
 st.download_button("Download results (CSV)", result.to_frame().to_csv(index=False), file_name=f"matches-{result.mode}.csv",
                    mime="text/csv")

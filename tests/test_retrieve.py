@@ -38,7 +38,9 @@ def test_the_query_never_matches_itself(matcher, small_catalog, tmp_path):
 def test_same_mode_filters_on_labels_then_relaxes_the_least_confident_filter_first(matcher):
     emb = matcher.art.clip.vector(0)
     res = matcher.search(emb, mode="same", k=3)
-    for m in res.matches:  # every match passes every applied filter, compared on the catalogue's own labels
+    tau = matcher.same_photo_cosine
+    assert all(m.score >= tau for m in res.matches if m.note)  # near-identical photos may pass the filters...
+    for m in (m for m in res.matches if not m.note):  # ...every other match passes every applied filter
         for head, value in res.filters.items():
             assert m.labels[head] == value if head != "gender" else m.labels[head] in (value, "Unisex", None)
     # relaxation: ask for more items than the rarest item type holds, so filters must go
@@ -113,3 +115,25 @@ def test_a_truncated_or_foreign_artifact_is_detected(built, tmp_path):
         load_artifacts(copy)
     with pytest.raises(VibeError, match="No built index"):
         load_artifacts(tmp_path / "empty")
+
+
+def test_a_near_identical_photo_passes_filters_that_a_wrong_prediction_would_apply(matcher, monkeypatch):
+    items = matcher.art.items
+    row = 0
+    other = next(t for t in items["item_type"].dropna().unique() if t != items["item_type"].iat[row])
+    wrong = {"item_type": other, "colour": None, "gender": None}  # as if the head had mistaken the item's type
+    emb = matcher.art.clip.vector(row)
+    filters = dict(matcher.art.metrics.get("filters", {}))
+    monkeypatch.setitem(matcher.art.metrics, "filters", {**filters, "same_photo_cosine": 0.999})
+    res = matcher.search(emb, mode="same", k=5, known=wrong)
+    assert res.matches[0].row == row and "near-identical" in res.matches[0].note  # its own photo first, with a note
+    assert all(m.labels["item_type"] == other for m in res.matches[1:] if not m.note)
+    scores = [m.score for m in res.matches]
+    assert scores == sorted(scores, reverse=True)
+    monkeypatch.setitem(matcher.art.metrics, "filters", {**filters, "same_photo_cosine": 1.01})  # never that sure
+    assert row not in [m.row for m in matcher.search(emb, mode="same", k=5, known=wrong).matches]
+
+
+def test_the_build_calibrates_the_same_photo_cosine(matcher):
+    tau = matcher.same_photo_cosine
+    assert tau is not None and 0 < tau <= 1.01

@@ -106,6 +106,7 @@ class QualityConfig:
     k: int = 10  # ranks looked at: recall@1, recall@5, MRR@k
     per_change: int = 50  # a build's own check: held-out photos re-shot per change (0: no check)
     filter_precision: float = 0.9  # a filter applies from the confidence at which its head is right this often
+    same_photo_precision: float = 0.98  # a photo this close passes same mode's filters: its own item this often
 
     def __post_init__(self):
         _check(self.k >= 5, "k must be at least 5 (recall@5 is reported).")

@@ -206,6 +206,9 @@ def check_build(art, encoder: Encoder, store: EmbeddingStore, held: np.ndarray, 
                                        {h: np.concatenate([codes[h][held], np.tile(codes[h][picked], len(queries))]) for h in codes},
                                        cfg.filter_precision)
     filters = {"precision": cfg.filter_precision, "thresholds": thresholds}
+    if len(picked):
+        targets = [set(matcher.rows_of_hash.get(h, [])) | {int(r)} for h, r in zip(originals.hashes, originals.rows)]
+        filters["same_photo_cosine"] = same_photo_cosine(matcher, queries, targets, cfg.same_photo_precision)
     art.metrics["filters"] = filters
     if not len(picked):
         return filters, None
@@ -215,6 +218,25 @@ def check_build(art, encoder: Encoder, store: EmbeddingStore, held: np.ndarray, 
                   neighbours=neighbour_precision(matcher, held), style_space=style_space_report(art, held, cfg.seed),
                   combo=combo_checks(matcher, picked))
     return filters, report
+
+
+def same_photo_cosine(matcher: Matcher, queries: dict[str, list[np.ndarray]], targets: list[set[int]],
+                      precision: float, min_items: int = 20) -> float:
+    """The lowest 512-D cosine from which the unfiltered first match of a re-shot held-out photo is its own item at
+    least `precision` of the time (above 1: never that sure; same mode then never lets a photo past its filters)."""
+    scores, right = [], []
+    for emb in queries.values():
+        for i, views in enumerate(emb):
+            rows, sc = matcher.art.clip.search(matcher.pick_view(views)[0], 1)
+            if len(rows):
+                scores.append(float(sc[0]))
+                right.append(int(rows[0]) in targets[i])
+    if len(scores) < min_items:
+        return 1.01
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    accuracy = np.cumsum(np.asarray(right)[order]) / np.arange(1, len(order) + 1)
+    ok = np.flatnonzero(accuracy >= precision)
+    return float(np.asarray(scores)[order][ok[-1]]) if len(ok) else 1.01
 
 
 def neighbour_spread(index, rows: Sequence[int], k: int = 50) -> float:

@@ -39,6 +39,7 @@ class Match:
     labels: dict[str, str | None]
     score: float
     slot: str | None = None  # combo: the outfit slot this match fills
+    note: str = ""  # same: why it is shown although it fails a filter (a near-identical photo)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class FindResult:
     def to_frame(self):
         """One row per match (rank, id, name, score, labels): what the dashboard offers as CSV."""
         return pd.DataFrame([{"rank": i, "id": m.id, "name": m.name, "score": round(m.score, 4), **m.labels,
-                              **({"slot": m.slot} if m.slot else {}), "image": m.path} for i, m in enumerate(self.matches, 1)])
+                              **({"slot": m.slot} if m.slot else {}), **({"note": m.note} if m.note else {}), "image": m.path} for i, m in enumerate(self.matches, 1)])
 
 
 @dataclass
@@ -249,12 +250,33 @@ class Matcher:
         outfit: dict[str, list[Match]] = {}
         if mode == "same":
             matches = [self._match(r, s) for r, s in zip(*self.art.clip.search(emb, k, allowed))]
+            matches = self._same_photo_first(emb, k, base, allowed, matches)
         else:
             outfit = self._outfit(emb, allowed, COMPLETES.get(slot["slot"], ()), max(per_slot, 1))
             matches = outfit_order(outfit, k)
         return FindResult(mode=mode, k=k, predictions=preds, query_labels=query,
                           filters={f.head: f.value for f in filters if f.applied}, relaxed=relaxed, matches=matches,
                           query_id=query_id, filter_notes=filters, query_slot=slot, outfit=outfit)
+
+    @property
+    def same_photo_cosine(self) -> float | None:
+        """The 512-D cosine from which a catalogue photo is, at the build's calibrated precision, the query's own item."""
+        return self.art.metrics.get("filters", {}).get("same_photo_cosine")
+
+    def _same_photo_first(self, emb: np.ndarray, k: int, base: np.ndarray, allowed: np.ndarray,
+                          matches: list[Match]) -> list[Match]:
+        """The filters exist to keep lookalikes of other types and colours out, not the product itself: catalogue
+        photos at or above `same_photo_cosine` join the results even when a predicted label disagrees (the
+        prediction is the likelier mistake), in score order, each with a note."""
+        tau = self.same_photo_cosine
+        if tau is None or tau > 1:
+            return matches
+        shown = {m.row for m in matches}
+        extra = [self._match(r, sc) for r, sc in zip(*self.art.clip.search(emb, min(k, 5), base))
+                 if sc >= tau and r not in shown and not allowed[r]]
+        for m in extra:
+            m.note = f"a near-identical photo (cosine {m.score:.3f} >= {tau:.3f}): shown although it fails a filter"
+        return sorted(matches + extra, key=lambda m: -m.score)[:k] if extra else matches
 
     def query_slot(self, emb: np.ndarray, preds: dict[str, Prediction], known: dict | None = None) -> dict:
         """The query's outfit slot: a catalogue item's own; else the slot of the predicted item type when the head is
