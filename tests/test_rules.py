@@ -48,4 +48,15 @@ def test_goes_with_is_slot_usage_gender_and_season():
     assert not goes_with(shirt, {**jeans, "slot": "top"})  # a second top
     assert not goes_with(shirt, {**jeans, "style": "Formal"}) and not goes_with(shirt, {**jeans, "gender": "Women"})
     assert not goes_with(shirt, {**jeans, "season": "Winter"}) and goes_with(shirt, {**jeans, "season": None})
+    assert goes_with(shirt, {**jeans, "season": "Spring"}) and goes_with(shirt, {**jeans, "season": "Fall"})
     assert not goes_with({**shirt, "style": None}, jeans)  # no usage label: no evidence it goes
+
+
+def test_only_opposite_seasons_clash():
+    from vibe.rules import seasons_compatible
+
+    assert seasons_compatible("Winter", "Fall") and seasons_compatible("Winter", "Spring")
+    assert not seasons_compatible("Winter", "Summer") and not seasons_compatible("Spring", "Fall")
+    assert seasons_compatible("Summer", None) and seasons_compatible("Autumn?", "Summer")  # unknown: no evidence
+    got = seasons_compatible(np.array(["Summer", "Winter", None], dtype=object), np.array(["Winter", "Winter", "Fall"], dtype=object))
+    assert got.tolist() == [False, True, True]

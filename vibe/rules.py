@@ -86,10 +86,19 @@ def completes(slot: str, other) -> np.ndarray | bool:
     return np.isin(np.asarray(other, dtype=object), list(wanted))
 
 
+SEASONS = ("Spring", "Summer", "Fall", "Winter")  # a cycle: each season borders the one before and after it
+
+
 def seasons_compatible(a, b):
-    """Same season, or either unknown: the season rule of mix & match and of its evaluation."""
+    """The same or a neighbouring season (a Winter top goes with Fall trousers), or either unknown: only opposite
+    seasons clash (Summer/Winter, Spring/Fall). The season rule of mix & match, mining and evaluation. Requiring the
+    exact season emptied whole slots (a sample catalogue has 9 Winter clothes and 116 Winter accessories)."""
     a_arr, b_arr = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
-    out = (a_arr == b_arr) | pd.isna(a_arr) | pd.isna(b_arr)
+    pos = {s: i for i, s in enumerate(SEASONS)}
+    ia = np.vectorize(lambda v: pos.get(v, -9), otypes=[int])(a_arr)
+    ib = np.vectorize(lambda v: pos.get(v, -9), otypes=[int])(b_arr)
+    opposite = (ia >= 0) & (ib >= 0) & (np.abs(ia - ib) == 2)
+    out = ~opposite | (a_arr == b_arr) | pd.isna(a_arr) | pd.isna(b_arr)
     return bool(out) if np.ndim(out) == 0 else np.asarray(out, dtype=bool)
 
 
