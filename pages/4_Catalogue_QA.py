@@ -40,7 +40,7 @@ with tab_labels:
 with tab_dupes:
     default = audit.default_duplicate_threshold(art)
     calibration = art.metrics.get("duplicates", {}).get("from", "a conservative default")
-    threshold = st.slider("Cosine threshold (512-D)", 0.80, 1.0, float(round(default, 3)), step=0.001, format="%.3f",
+    threshold = st.slider("Cosine threshold (512-D)", 0.80, 1.0, float(default), step=0.0005, format="%.4f",
                           help=f"The default comes from {calibration}.")
     with guard():
         found = groups(bundle.build_id, threshold)

@@ -28,12 +28,12 @@ def _card(m: Match, root: Path, items, anchor: int | None, key: str) -> None:
             st.image(str(path), width="stretch")
         st.markdown(f"**{m.name}**")
         st.caption(f"{m.labels['item_type']} · {m.labels['style'] or '?'} · {m.labels['gender'] or '?'} · id {m.id} · {m.score:.3f}")
-        help_text = None if anchor is not None else "Marks need a catalogue item as the query (pick one, or upload one of its photos)."
-        a, b = st.columns(2)
-        a.button("Goes with", key=f"goes-{key}", icon=":material/thumb_up:", disabled=anchor is None, help=help_text,
+        why = "" if anchor is not None else " Marks need a catalogue item as the query (pick one, or upload one of its photos)."
+        a, b = st.columns(2)  # icon-only buttons: five cards a row leave no room for words (the help says what they do)
+        a.button("", key=f"goes-{key}", icon=":material/thumb_up:", disabled=anchor is None, help="Goes with the query." + why,
                  on_click=_mark, args=(root, items, anchor, m.id, True), width="stretch")
-        b.button("Does not", key=f"clash-{key}", icon=":material/thumb_down:", disabled=anchor is None, help=help_text,
-                 on_click=_mark, args=(root, items, anchor, m.id, False), width="stretch")
+        b.button("", key=f"clash-{key}", icon=":material/thumb_down:", disabled=anchor is None,
+                 help="Does not go with the query." + why, on_click=_mark, args=(root, items, anchor, m.id, False), width="stretch")
 
 
 def outfit_board(result: FindResult, root: Path, items, anchor: int | None, preview, per_row: int = 5) -> None:
