@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from vibe.rules import COMPLETES
 from vibe.curation import read_marks, record_mark
 from vibe.errors import VibeError
 from vibe.retrieve import FindResult, Match
@@ -50,6 +51,9 @@ def outfit_board(result: FindResult, root: Path, items, anchor: int | None, prev
                 "of one, or no item of a complementary slot passed the filters).")
         return
     slots = list(result.outfit.items())
+    missing = [s for s in COMPLETES.get(slot.get("slot"), ()) if s not in result.outfit and s in set(items["slot"])]
+    if missing:
+        st.caption("No item passed the filters for: " + ", ".join(missing) + ".")
     cards = [("query", None), *slots]
     for start in range(0, len(cards), per_row):
         for col, (name, options) in zip(st.columns(per_row), cards[start:start + per_row]):
