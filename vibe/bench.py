@@ -48,7 +48,7 @@ class BenchConfig:
     ann_queries: int = 500
     ann_backbone: str = "vibe-mini"  # real embeddings to grow the 1M vectors from (trained weights, not random ones)
     items_rows: int = 1_000_000
-    ray_images: int = 96
+    ray_images: int = 480  # enough that the actors' start-up (a backbone load each) is not the whole figure
 
     @classmethod
     def quick(cls) -> "BenchConfig":

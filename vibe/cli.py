@@ -285,7 +285,7 @@ def cmd_bench(a) -> int:
     result = run(cfg, progress=progress)
     progress.close()
     if a.json:
-        print(json.dumps({k: result[k] for k in (*KEYS, "machine")}))
+        print(json.dumps({**{k: result[k] for k in (*KEYS, "machine")}, "details": result["details"]}, default=str))
         return 0
     for k in KEYS:
         print(f"{k:<34} {result[k]:.4g}")
