@@ -142,3 +142,16 @@ def test_the_runtime_is_measured_once_and_keeps_cosine_above_0_99(tiny_clip_dir,
     assert Encoder("tiny-random").precision == "fp32"  # cheap backbones stay exact
     with pytest.raises(VibeError, match="precision must be"):
         Encoder("tiny-random", precision="int4")
+
+
+def test_a_damaged_cached_int8_model_is_made_again(tiny_clip_dir):
+    from vibe import runtime
+
+    first = Encoder(str(tiny_clip_dir), precision="int8")
+    cached = runtime.cache_dir() / f"{first._model_key}-int8.onnx"
+    assert cached.is_file()
+    cached.write_bytes(cached.read_bytes()[:100])  # truncated, as a full disk or a killed copy leaves it
+    again = Encoder(str(tiny_clip_dir), precision="int8")
+    images = _some_images(3)
+    np.testing.assert_allclose(again.encode_images(images), first.encode_images(images), atol=1e-5)
+    assert cached.stat().st_size > 100

@@ -31,8 +31,8 @@ Forward = Callable[[torch.Tensor], np.ndarray]  # pixels -> (n, dim) float32, no
 class RuntimeChoice:
     name: str  # fp32 | bf16 | int8
     why: str
-    speedup: float  # images/s over torch fp32 on the probe batch
-    cosine: float  # worst cosine to fp32 on the probe batch
+    speedup: float | None  # images/s over torch fp32 on the probe batch (None: not measured, the runtime was forced)
+    cosine: float | None  # worst cosine to fp32 on the probe batch
     timings: dict  # images/s of every candidate measured
 
     def to_dict(self) -> dict:
@@ -112,9 +112,19 @@ def torch_forward(forward, bf16: bool) -> Forward:
     return run
 
 
+def int8_forward(model, forward, crop: int, model_key: str) -> Forward:
+    """The cached int8 model in an ONNX Runtime session; a damaged cached file is made again, once."""
+    path = int8_model(model, forward, crop, model_key)
+    try:
+        return ort_forward(path)
+    except Exception:  # noqa: BLE001 - ONNX Runtime raises its own types for a truncated or foreign file
+        path.unlink(missing_ok=True)
+        return ort_forward(int8_model(model, forward, crop, model_key))
+
+
 def make_forward(name: str, model, forward, crop: int, model_key: str) -> Forward:
     if name == "int8":
-        return ort_forward(int8_model(model, forward, crop, model_key))
+        return int8_forward(model, forward, crop, model_key)
     return torch_forward(forward, bf16=name == "bf16")
 
 
@@ -144,7 +154,7 @@ def choose(model, forward, crop: int, model_key: str, requested: str = "auto") -
     if requested == "int8" and not ort_available():
         raise VibeError("int8 needs ONNX Runtime: pip install -r requirements.txt.")
     if requested != "auto":
-        return RuntimeChoice(requested, "asked for", float("nan"), float("nan"), {}), make_forward(
+        return RuntimeChoice(requested, "asked for", None, None, {}), make_forward(
             requested, model, forward, crop, model_key)
     key = hashlib.blake2b(json.dumps([model_key, cpu_flags(), torch.__version__, _ort_version(), torch.get_num_threads()])
                           .encode(), digest_size=8).hexdigest()
@@ -179,7 +189,7 @@ def _measure(model, forward, crop: int, model_key: str) -> tuple[RuntimeChoice, 
     skipped = []
     if ort_available():
         try:
-            fns["int8"] = ort_forward(int8_model(model, forward, crop, model_key))
+            fns["int8"] = int8_forward(model, forward, crop, model_key)
         except Exception as e:  # noqa: BLE001 - an export the exporter cannot do: that runtime is simply not a candidate
             skipped.append(f"int8 unavailable ({type(e).__name__})")
     else:
