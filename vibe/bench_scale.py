@@ -112,13 +112,19 @@ def ray_figure(backbone: str, paths: list[Path], workers: int = 2, batch_size: i
                  runtime_env={"py_modules": [str(Path(__file__).resolve().parent)]})
         start_s = time.perf_counter() - t
         threads = torch.get_num_threads()
+        arrivals: list[tuple[float, int]] = []  # (time, images done) as batches come back
         try:
             t = time.perf_counter()
             emb, _, _ = embed_on_ray(encoder, paths, EmbeddingStore(Path(tmp) / "ray", encoder.fingerprint, encoder.dim),
-                                     workers=workers, batch_size=batch_size)
+                                     workers=workers, batch_size=batch_size,
+                                     progress=lambda stage, done, total: arrivals.append((time.perf_counter(), done)))
             ray_s = time.perf_counter() - t
         finally:
             ray.shutdown()
             torch.set_num_threads(threads)
-    return {"ray_vs_local": local_s / ray_s, "local_s": local_s, "ray_s": ray_s, "ray_start_s": start_s,
-            "images": len(paths), "workers": workers}
+    # after the first batch is back (every actor has loaded its backbone by then, or nearly): the steady rate
+    first = next(((at, n) for at, n in arrivals if n > 0), None)
+    steady = ((arrivals[-1][1] - first[1]) / (arrivals[-1][0] - first[0]) / (len(paths) / local_s)
+              if first and arrivals[-1][0] > first[0] else None)
+    return {"ray_vs_local": local_s / ray_s, "steady_ray_vs_local": steady, "local_s": local_s, "ray_s": ray_s,
+            "ray_start_s": start_s, "images": len(paths), "workers": workers}
