@@ -41,7 +41,8 @@ class Encoder:
         self.framing = parts.framing if framing is None else framing
         self._text = parts.text
         # big JPEGs are decoded at a reduced scale, still at least 4x the model's input side (framing crops into it)
-        self.decode_side = 4 * int(getattr(self.preprocess, "crop", getattr(self.preprocess, "resolution", 224)))
+        self.input_side = int(getattr(self.preprocess, "crop", getattr(self.preprocess, "resolution", 224)))
+        self.decode_side = 4 * self.input_side
         model = {"kind": parts.kind, "config": parts.config, "weights": weights_digest(parts.model)}
         ident = {**model, "preprocess": parts.preprocess.to_dict(), "framing": FRAMING_VERSION if self.framing else None,
                  "decode_side": self.decode_side}
@@ -55,11 +56,10 @@ class Encoder:
         and the test backbone are cheap already, and their embeddings stay exactly fp32."""
         if self.kind != "clip" and requested == "auto":
             requested = "fp32"
-        crop = int(getattr(self.preprocess, "crop", getattr(self.preprocess, "resolution", 224)))
         if requested == "fp32":
             self._run = torch_forward(self._forward, bf16=False)
             return RuntimeChoice("fp32", "asked for" if self.kind == "clip" else "a small backbone: exact fp32", 1.0, 1.0, {})
-        choice, self._run = choose(self.model, self._forward, crop, self._model_key, requested)
+        choice, self._run = choose(self.model, self._forward, self.input_side, self._model_key, requested)
         return choice
 
     def info(self) -> dict:

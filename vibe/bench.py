@@ -170,7 +170,7 @@ def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent) -> dict:
         # 1. the build path against the bare forward pass, same batch size and precision
         sample = items.iloc[: cfg.n_images]
         paths = [root / p for p in sample["path"]]
-        crop = getattr(encoder.preprocess, "crop", getattr(encoder.preprocess, "resolution", 224))
+        crop = encoder.input_side
         pixels = torch.rand(cfg.batch_size, 3, crop, crop) * 4 - 2
         encoder.embed_pixels(pixels)  # warm-up
         n_batches = max(1, cfg.n_images // cfg.batch_size)

@@ -167,12 +167,18 @@ def confidence_thresholds(probs: dict[str, np.ndarray], codes: dict[str, np.ndar
         if known.sum() < min_items:
             out[head] = fallback
             continue
-        conf, right = p[known].max(1), p[known].argmax(1) == codes[head][known]
-        order = np.argsort(-conf, kind="stable")
-        accuracy = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
-        ok = np.flatnonzero(accuracy >= precision)
-        out[head] = float(conf[order][ok[-1]]) if len(ok) else 1.01
+        out[head] = precision_threshold(p[known].max(1), p[known].argmax(1) == codes[head][known], precision)
     return out
+
+
+def precision_threshold(scores: np.ndarray, right: np.ndarray, precision: float) -> float:
+    """The lowest score from which the cases at or above it are right at least `precision` of the time; above 1 when
+    no score is that reliable."""
+    scores, right = np.asarray(scores, dtype=float), np.asarray(right, dtype=bool)
+    order = np.argsort(-scores, kind="stable")
+    accuracy = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+    ok = np.flatnonzero(accuracy >= precision)
+    return float(scores[order][ok[-1]]) if len(ok) else 1.01
 
 
 def save_heads(path: Path, heads: AttributeHeads) -> None:

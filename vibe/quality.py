@@ -13,7 +13,7 @@ from PIL import Image
 from .backbone import Encoder
 from .config import QualityConfig
 from .fsutil import content_hash
-from .heads import confidence_thresholds
+from .heads import confidence_thresholds, precision_threshold
 from .images import load_image
 from .progress import Progress, silent
 from .reshoot import CHANGES, reshoot, reupload
@@ -233,10 +233,7 @@ def same_photo_cosine(matcher: Matcher, queries: dict[str, list[np.ndarray]], ta
                 right.append(int(rows[0]) in targets[i])
     if len(scores) < min_items:
         return 1.01
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    accuracy = np.cumsum(np.asarray(right)[order]) / np.arange(1, len(order) + 1)
-    ok = np.flatnonzero(accuracy >= precision)
-    return float(np.asarray(scores)[order][ok[-1]]) if len(ok) else 1.01
+    return precision_threshold(scores, right, precision)
 
 
 def neighbour_spread(index, rows: Sequence[int], k: int = 50) -> float:
