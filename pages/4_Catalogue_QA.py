@@ -22,9 +22,9 @@ def groups(build_id: str, threshold: float):
 tab_labels, tab_dupes = st.tabs(["Label problems", "Duplicates"])
 with tab_labels:
     st.caption("An item is listed when its catalogue label disagrees with what heads trained **without it** predict "
-               "(5-fold out-of-fold predictions, made at build time). Score = p(suggested) − p(label) from those heads, "
-               "plus the share of its 10 nearest other photos labelled with the suggestion minus the share labelled "
-               "like it: up to 2 when model and neighbours both disagree.")
+               "(5-fold out-of-fold predictions, made at build time). Score = how surprising the label is, in nats: "
+               "−ln p(label) from those heads − ln(share of its 10 nearest other photos with that label + 0.1). "
+               "Above 6: the heads give the label under 1 % and no neighbour carries it.")
     head = st.selectbox("Attribute", HEADS, key="qa-head")
     with guard():
         table = problems(bundle.build_id, head)
