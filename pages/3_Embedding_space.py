@@ -6,7 +6,7 @@ import streamlit as st
 from pages.ui.common import guard, page_with_bundle, thumbnail_grid
 from pages.ui.explorer import explorer
 from vibe.config import HEADS
-from vibe.views import SPACES, explorer_groups, explorer_points, item_labels, layout
+from vibe.views import SPACES, explorer_groups, explorer_hover, explorer_points, item_labels, layout
 
 PALETTE = px.colors.qualitative.Dark24[:12] + ["#c8c8c8", "#f0e0e0"]  # 12 values, then "other" and "(missing)" in grey
 
@@ -21,8 +21,13 @@ def cached_layout(build_id: str, space: str):
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def points_files(build_id: str, space: str) -> dict:
-    """The layout's points and hover files in the explorer folder (written once per build and space)."""
-    return explorer_points(art, folder, cached_layout(build_id, space)[0], files)
+    """The layout's points file in the explorer folder (written once per build and space), and its hover file's name."""
+    return explorer_points(folder, cached_layout(build_id, space)[0])
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def hover_file(build_id: str, space: str, name: str) -> None:
+    explorer_hover(art, folder, cached_layout(build_id, space)[0], files, name)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -56,6 +61,7 @@ for column, space in zip(st.columns(len(spaces)), spaces):
                    + ". Hover for the photo, click for neighbours, drag a lasso or box to select.")
         if event:
             events.append(event)
+        hover_file(bundle.build_id, space, data["hover"])  # after the component: the tooltips are not needed to draw
 
 latest = max(events, key=lambda e: e.get("n", 0), default=None)
 if latest and latest["event"] == "click":
