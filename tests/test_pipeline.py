@@ -1,6 +1,7 @@
 """The build pipeline: warm starts only within one catalogue split, one build folder per load, pruning, cache faults."""
 import errno
 import json
+import dataclasses
 import shutil
 
 import numpy as np
@@ -30,6 +31,17 @@ def test_the_manifest_records_the_split_and_warm_starts_stay_within_it(small_cat
     logs.clear()
     build(fast_build_config(small_catalog, workdir, subset="train"), log=logs.append)
     assert any(line.startswith("warm start") for line in logs)
+
+    # new training settings take full effect: two warm epochs would not show what they do
+    changed = fast_build_config(small_catalog, workdir, subset="train")
+    changed = dataclasses.replace(changed, projection=dataclasses.replace(changed.projection, structure_weight=0.0))
+    logs.clear()
+    build(changed, log=logs.append)
+    assert not any(line.startswith("warm start") for line in logs)
+    assert any("training settings changed (projection.structure_weight)" in line for line in logs)
+    logs.clear()
+    build(dataclasses.replace(changed, projection=dataclasses.replace(changed.projection, epochs=3)), log=logs.append)
+    assert any(line.startswith("warm start") for line in logs)  # only longer: continues
 
     other = tmp_path / "copy"
     shutil.copytree(small_catalog, other)

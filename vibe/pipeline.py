@@ -87,9 +87,20 @@ def split_record(cfg: BuildConfig, root: Path) -> dict:
             "limit": cfg.catalog.limit, "heads_heldout_fraction": cfg.heads.heldout_fraction}
 
 
-def _warm_start(folder: Path | None, workdir: Path, fingerprint: str, split: dict):
-    """(heads, projection, why) of the previous build when it used the same backbone and the same catalogue split;
-    else (None, None, why not). Warm-starting across splits would let heads continue from weights that saw held-out items."""
+# settings that only say how long to train: a build that changes nothing else may continue from the previous one
+_HOW_LONG = {"epochs", "patience", "warm_patience", "warm_epochs", "audit_folds", "triplets_csv"}
+
+
+def training_settings(cfg: BuildConfig) -> dict:
+    """The heads' and the projection's settings that shape what they learn (as the manifest records them)."""
+    recorded = json.loads(json.dumps({"heads": asdict(cfg.heads), "projection": asdict(cfg.projection)}, default=str))
+    return {part: {k: v for k, v in values.items() if k not in _HOW_LONG} for part, values in recorded.items()}
+
+
+def _warm_start(folder: Path | None, workdir: Path, fingerprint: str, split: dict, settings: dict):
+    """(heads, projection, why) of the previous build when it used the same backbone, the same catalogue split and the
+    same training settings; else (None, None, why not). Warm-starting across splits would let heads continue from
+    weights that saw held-out items; across settings, a few warm epochs would not show what the new settings do."""
     try:
         prev = read_manifest(folder, workdir)
     except VibeError:
@@ -100,6 +111,10 @@ def _warm_start(folder: Path | None, workdir: Path, fingerprint: str, split: dic
     if before != split:
         changed = ", ".join(k for k in split if (before or {}).get(k) != split[k]) or "split"
         return None, None, f"no warm start: the previous build used another catalogue split ({changed} differ); training from scratch"
+    trained = {part: {k: v for k, v in prev.get("config", {}).get(part, {}).items() if k not in _HOW_LONG} for part in settings}
+    changed = [f"{part}.{k}" for part, values in settings.items() for k in values if trained[part].get(k) != values[k]]
+    if changed:
+        return None, None, f"no warm start: training settings changed ({', '.join(changed)}); training from scratch"
     try:
         return (load_heads(folder / "heads.safetensors"), load_projection(folder / "projection.safetensors"),
                 "warm start: heads and projection continue from the previous build (same backbone, same catalogue split)")
@@ -154,7 +169,8 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         keep, held = np.flatnonzero(~is_held), np.flatnonzero(is_held)
         previous_build = current_build(workdir)  # resolved once: warm start and the added/removed counts read the same build
         split_info = split_record(cfg, catalog.root)
-        warm_heads, warm_projection, why = _warm_start(previous_build, workdir, encoder.fingerprint, split_info)
+        warm_heads, warm_projection, why = _warm_start(previous_build, workdir, encoder.fingerprint, split_info,
+                                                         training_settings(cfg))
         if why:
             log(why)
         heads, head_info = train_heads(emb[keep], {h: c[keep] for h, c in codes.items()}, vocabs, cfg.heads, cfg.seed, progress,

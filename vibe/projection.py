@@ -129,9 +129,11 @@ def read_triplets_csv(path: Path, items: pd.DataFrame, root: Path) -> np.ndarray
 def train_projection(emb: np.ndarray, sample_triplets: Callable[[int], np.ndarray], cfg: ProjectionConfig,
                      seed: int = 0, progress: Progress = silent, init: ProjectionHead | None = None,
                      compat: Compatibility | None = None) -> tuple[ProjectionHead, dict]:
-    """`sample_triplets(epoch)` gives that epoch's (m, 3) row triplets. Two terms: `torch.nn.TripletMarginLoss` on each
-    triplet, and an InfoNCE over the batch (each anchor against every positive and negative of the batch, the ones that
-    also complete its outfit masked out), so distances rank across the whole space instead of collapsing per label.
+    """`sample_triplets(epoch)` gives that epoch's (m, 3) row triplets. Three terms: `torch.nn.TripletMarginLoss` on
+    each triplet; an InfoNCE over the batch (each anchor against every positive and negative of the batch, the ones that
+    also complete its outfit masked out), so distances rank across the whole space; and the mean squared difference
+    between the batch's cosines here and in the backbone space, so items of one label group keep their order instead
+    of collapsing onto one point.
     With `init` (the previous build's head) only `cfg.warm_epochs` epochs run: the space is already shaped."""
     torch.manual_seed(seed)
     x = torch.from_numpy(emb.astype(np.float32))
@@ -160,6 +162,9 @@ def train_projection(emb: np.ndarray, sample_triplets: Callable[[int], np.ndarra
                     also = torch.from_numpy(compat(a.numpy()[:, None], p.numpy()[None, :])) & ~torch.eye(len(a), dtype=torch.bool)
                     logits[:, : len(a)] = logits[:, : len(a)].masked_fill(also, float("-inf"))
                 loss = loss + cfg.batch_weight * torch.nn.functional.cross_entropy(logits, torch.arange(len(a)))
+            if cfg.structure_weight:  # the batch's cosines stay near the backbone's: ranks within a label group survive
+                z, xb = torch.cat([za, zp, zn]), torch.nn.functional.normalize(x[torch.cat([a, p, n])], dim=1)
+                loss = loss + cfg.structure_weight * ((z @ z.T - xb @ xb.T) ** 2).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
