@@ -1,4 +1,5 @@
 import io
+import pickle
 
 import numpy as np
 import pytest
@@ -142,6 +143,17 @@ def test_the_runtime_is_measured_once_and_keeps_cosine_above_0_99(tiny_clip_dir,
     assert Encoder("tiny-random").precision == "fp32"  # cheap backbones stay exact
     with pytest.raises(VibeError, match="precision must be"):
         Encoder("tiny-random", precision="int4")
+
+
+def test_a_worker_spec_rebuilds_the_int8_encoder_without_the_backbone(tiny_clip_dir):
+    driver = Encoder(str(tiny_clip_dir), precision="int8")
+    spec = driver.worker_spec()
+    assert isinstance(spec["onnx"], bytes) and "model" not in spec
+    worker = Encoder.from_worker_spec(pickle.loads(pickle.dumps(spec)))  # as it travels to a Ray worker
+    assert worker.fingerprint == driver.fingerprint and worker.info() == driver.info() and worker.model is None
+    images = _some_images(4)
+    np.testing.assert_allclose(worker.encode_images(images), driver.encode_images(images), atol=1e-5)
+    assert Encoder(str(tiny_clip_dir), precision="fp32").worker_spec() is None  # torch runtimes: workers load it
 
 
 def test_a_damaged_cached_int8_model_is_made_again(tiny_clip_dir):

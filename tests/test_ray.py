@@ -18,11 +18,19 @@ ray = pytest.importorskip("ray", reason="Ray is the optional scale extra (pip in
 
 
 def _die_in_some_batches():
-    """A worker setup hook: the actor's first call in each worker process, for photos listed in $VIBE_TEST_DIE_ON,
+    """A worker setup hook: with $VIBE_TEST_NO_BACKBONE, loading a backbone in the worker raises. The actor's first
+    call in each worker process, for photos listed in $VIBE_TEST_DIE_ON,
     kills the process (as an OOM kill or a lost node would) - once per photo if $VIBE_TEST_DIE_ONCE names a folder
     where it leaves a mark, else every time."""
     import vibe.ray_engine as engine
 
+    if os.environ.get("VIBE_TEST_NO_BACKBONE"):  # a worker that would load the backbone itself fails loudly
+        import vibe.backbone
+
+        def refuse(name):
+            raise RuntimeError(f"the worker loaded the backbone {name!r}")
+
+        vibe.backbone.load_parts = refuse
     poison = set(filter(None, os.environ.get("VIBE_TEST_DIE_ON", "").split("|")))
     marks = os.environ.get("VIBE_TEST_DIE_ONCE")
     original = engine.EmbedActor.__call__
@@ -112,3 +120,17 @@ def test_a_worker_that_keeps_dying_ends_with_one_error_and_keeps_what_was_saved(
     # the next build (local here) embeds only the rest
     _, _, stats = embed_files(tiny_encoder, paths, reopened)
     assert stats.embedded == 24 - saved and stats.reused == saved
+
+
+def test_on_the_int8_runtime_workers_run_the_drivers_model_without_loading_the_backbone(local_ray, tiny_clip_dir, tmp_path):
+    from vibe.backbone import Encoder
+    from vibe.ray_engine import embed_on_ray
+
+    encoder = Encoder(str(tiny_clip_dir), precision="int8")
+    paths = _photos(tmp_path, 16)
+    _start({"VIBE_TEST_NO_BACKBONE": "1"})
+    emb, _, stats = embed_on_ray(encoder, paths, EmbeddingStore(tmp_path / "ray", encoder.fingerprint, encoder.dim),
+                                 workers=2, batch_size=8)
+    assert stats.embedded == 16 and not stats.failed
+    local, _, _ = embed_files(encoder, paths, EmbeddingStore(tmp_path / "local", encoder.fingerprint, encoder.dim))
+    assert float((emb * local).sum(axis=1).min()) >= 0.9999

@@ -19,7 +19,7 @@ from .images import ImageSource, load_image
 from .parts import BackboneParts, weights_digest
 from .progress import Progress, silent
 from .registry import load_parts
-from .runtime import RuntimeChoice, choose, torch_forward
+from .runtime import RuntimeChoice, choose, int8_path, ort_forward, torch_forward
 from .vectors import l2_normalize
 
 
@@ -40,9 +40,7 @@ class Encoder:
         self.model, self._forward, self.preprocess, self.dim = parts.model.eval(), parts.forward, parts.preprocess, parts.dim
         self.framing = parts.framing if framing is None else framing
         self._text = parts.text
-        # big JPEGs are decoded at a reduced scale, still at least 4x the model's input side (framing crops into it)
-        self.input_side = int(getattr(self.preprocess, "crop", getattr(self.preprocess, "resolution", 224)))
-        self.decode_side = 4 * self.input_side
+        self._set_sides()
         model = {"kind": parts.kind, "config": parts.config, "weights": weights_digest(parts.model)}
         ident = {**model, "preprocess": parts.preprocess.to_dict(), "framing": FRAMING_VERSION if self.framing else None,
                  "decode_side": self.decode_side}
@@ -50,6 +48,35 @@ class Encoder:
         self._model_key = _digest(model)  # the network alone: what a runtime's compiled model is cached under
         self.runtime = self._choose_runtime(precision)
         self.precision = self.runtime.name
+
+    def _set_sides(self) -> None:
+        # big JPEGs are decoded at a reduced scale, still at least 4x the model's input side (framing crops into it)
+        self.input_side = int(getattr(self.preprocess, "crop", getattr(self.preprocess, "resolution", 224)))
+        self.decode_side = 4 * self.input_side
+
+    def worker_spec(self) -> dict | None:
+        """What an embedding worker (vibe.ray_engine) needs to run this encoder without loading the backbone: when it
+        runs on the int8 ONNX model, everything but the network, and that model's bytes. Loading and hashing a CLIP
+        (transformers' import, its weights) took each worker 7 s; this, under one. None on torch runtimes."""
+        if self.precision != "int8":
+            return None
+        return {"info": self.info(), "note": self.note, "preprocess": self.preprocess, "model_key": self._model_key,
+                "onnx": int8_path(self._model_key).read_bytes()}
+
+    @classmethod
+    def from_worker_spec(cls, spec: dict) -> "Encoder":
+        """The encoder `worker_spec` describes: the same preprocessing, framing, fingerprint and int8 model; no torch
+        network (encode_text and the fp32/bf16 runtimes are not available)."""
+        info, enc = spec["info"], cls.__new__(cls)
+        enc.name, enc.kind, enc.source, enc.description, enc.note = (info["name"], info["kind"], info["source"],
+                                                                     info["description"], spec["note"])
+        enc.model = enc._forward = enc._text = None
+        enc.preprocess, enc.dim, enc.framing = spec["preprocess"], int(info["dim"]), bool(info["framing"])
+        enc._set_sides()
+        enc.fingerprint, enc._model_key = info["fingerprint"], spec["model_key"]
+        enc.runtime, enc.precision = RuntimeChoice(**info["runtime"]), info["precision"]
+        enc._run = ort_forward(spec["onnx"])
+        return enc
 
     def _choose_runtime(self, requested: str) -> RuntimeChoice:
         """A real CLIP runs on the fastest runtime this CPU has that keeps cosine >= 0.99 to fp32 (vibe.runtime); vibe-mini

@@ -108,8 +108,7 @@ def ray_figure(backbone: str, paths: list[Path], workers: int = 2, batch_size: i
         embed_files(encoder, paths, EmbeddingStore(Path(tmp) / "local", encoder.fingerprint, encoder.dim), batch_size)
         local_s = time.perf_counter() - t
         t = time.perf_counter()
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"py_modules": [str(Path(__file__).resolve().parent)]})
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)  # as embed_on_ray starts a local Ray
         start_s = time.perf_counter() - t
         threads = torch.get_num_threads()
         arrivals: list[tuple[float, int]] = []  # (time, images done) as batches come back

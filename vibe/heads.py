@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-from sklearn.model_selection import train_test_split
 
 from .config import HEADS, OTHER, HeadsConfig
 from .fsutil import load_module, save_module
@@ -43,6 +41,8 @@ def encode_labels(items: pd.DataFrame, vocabs: Vocabs) -> dict[str, np.ndarray]:
 
 def stratified_split(strata: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (keep, heldout), stratified by `strata` where every stratum has at least two rows."""
+    from sklearn.model_selection import train_test_split  # here, not at the top: embedding workers never need sklearn
+
     rows = np.arange(len(strata))
     counts = Counter(strata.tolist())
     stratify = strata if min(counts.values()) >= 2 and len(counts) <= len(rows) * fraction else None
@@ -137,6 +137,8 @@ def train_heads(emb: np.ndarray, codes: dict[str, np.ndarray], vocabs: Vocabs, c
 
 def evaluate_head(y_true: np.ndarray, y_pred: np.ndarray, vocab: list[str]) -> dict:
     """scikit-learn metrics for one head over rows with a known label: accuracy, macro-F1, per class, confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
     known = y_true >= 0
     t, p = y_true[known], y_pred[known]
     labels = list(range(len(vocab)))

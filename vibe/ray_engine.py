@@ -17,15 +17,21 @@ PACKAGE = Path(__file__).resolve().parent
 
 
 class EmbedActor:
-    """One Ray actor: the backbone, loaded once on the driver's runtime (fp32, bf16 or int8), checked against the
-    driver's fingerprint."""
+    """One Ray actor: the driver's encoder, once. On the int8 runtime it is rebuilt from the driver's
+    `Encoder.worker_spec` (the ONNX model from the object store, no backbone load); on torch runtimes the backbone is
+    loaded on the driver's runtime (fp32 or bf16) and checked against the driver's fingerprint."""
 
-    def __init__(self, backbone: str, fingerprint: str, precision: str = "auto", threads: int = 1):
+    def __init__(self, backbone: str, fingerprint: str, precision: str = "auto", threads: int = 1, spec: dict | None = None):
         import torch
 
         from .parts import bf16_native
 
         torch.set_num_threads(threads)
+        if spec is not None:
+            import ray
+
+            self.encoder = Encoder.from_worker_spec({**spec, "onnx": ray.get(spec["onnx"])})
+            return
         if precision == "bf16" and not bf16_native():
             precision = "auto"  # a worker without native bf16 picks its own fastest runtime (cosine >= 0.99 to fp32 too)
         self.encoder = Encoder(backbone, precision=precision)
@@ -54,7 +60,9 @@ def embed_on_ray(encoder: Encoder, paths: Sequence[Path], store: EmbeddingStore,
     if todo:
         started = not ray.is_initialized()
         if started:
-            env = {"py_modules": [str(PACKAGE)], **(runtime_env or {})}
+            # a cluster gets this package shipped with the job; a local Ray's workers import it from the driver's
+            # sys.path, which Ray hands them (packing and unpacking it cost each new worker about a second)
+            env = {**({"py_modules": [str(PACKAGE)]} if address else {}), **(runtime_env or {})} or None
             try:
                 ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
                          log_to_driver=False, runtime_env=env, ignore_reinit_error=True)
@@ -74,9 +82,12 @@ def embed_on_ray(encoder: Encoder, paths: Sequence[Path], store: EmbeddingStore,
 def _run(ray, encoder: Encoder, todo: dict[str, Path], store: EmbeddingStore, stats: EmbedStats, workers: int,
          batch_size: int, progress: Progress) -> None:
     keys = list(todo)
+    spec = encoder.worker_spec()
+    if spec is not None:
+        spec["onnx"] = ray.put(spec["onnx"])  # once into the object store, read by every actor (on any node)
     ds = ray.data.from_items([{"key": k, "path": str(todo[k])} for k in keys], override_num_blocks=max(1, len(keys) // batch_size))
     ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"backbone": encoder.name, "fingerprint": encoder.fingerprint,
-                                                                 "precision": encoder.precision},
+                                                                 "precision": encoder.precision, "spec": spec},
                         batch_size=batch_size, concurrency=workers, num_cpus=1, batch_format="numpy",
                         max_restarts=2, max_task_retries=2)  # a worker that dies is restarted and its batch retried
     done = 0

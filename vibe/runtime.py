@@ -71,11 +71,16 @@ class _Tower(torch.nn.Module):
         return self.fn(pixels)
 
 
+def int8_path(model_key: str) -> Path:
+    """Where the int8 ONNX model of a network (its model_key) is cached."""
+    return cache_dir() / f"{model_key}-int8.onnx"
+
+
 def int8_model(model: torch.nn.Module, forward, crop: int, model_key: str) -> Path:
     """The image tower exported to ONNX and dynamically quantised to int8 (weights per channel), cached per model_key."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    out = cache_dir() / f"{model_key}-int8.onnx"
+    out = int8_path(model_key)
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -93,14 +98,15 @@ def int8_model(model: torch.nn.Module, forward, crop: int, model_key: str) -> Pa
     return out
 
 
-def ort_forward(path: Path) -> Forward:
+def ort_forward(model: Path | bytes) -> Forward:
+    """An ONNX Runtime session over a model file, or its bytes (what a Ray worker is handed)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"])
     return lambda pixels: session.run(None, {"pixels": pixels.numpy()})[0]
 
 
