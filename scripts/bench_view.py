@@ -133,7 +133,7 @@ def _explorer(page):
     iframe = page.locator("iframe[title*='explorer']").first
     iframe.wait_for(timeout=TIMEOUT_MS)
     frame = iframe.element_handle().content_frame()
-    # checked on every animation frame: a locator's wait retries at up to 500 ms intervals, which the figure would count
+    # checked on every animation frame: the figure ends with the frame that shows the points
     frame.wait_for_function("() => document.body.dataset.rendered", timeout=TIMEOUT_MS, polling="raf")
     return frame
 
