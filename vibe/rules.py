@@ -95,10 +95,9 @@ def seasons_compatible(a, b):
     exact season emptied whole slots (a sample catalogue has 9 Winter clothes and 116 Winter accessories)."""
     a_arr, b_arr = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
     pos = {s: i for i, s in enumerate(SEASONS)}
-    ia = np.vectorize(lambda v: pos.get(v, -9), otypes=[int])(a_arr)
-    ib = np.vectorize(lambda v: pos.get(v, -9), otypes=[int])(b_arr)
-    opposite = (ia >= 0) & (ib >= 0) & (np.abs(ia - ib) == 2)
-    out = ~opposite | (a_arr == b_arr) | pd.isna(a_arr) | pd.isna(b_arr)
+    place = np.vectorize(lambda v: pos.get(v, -9), otypes=[int])
+    ia, ib = place(a_arr), place(b_arr)
+    out = ~((ia >= 0) & (ib >= 0) & (np.abs(ia - ib) == 2))  # unknown or missing (-9) is never opposite
     return bool(out) if np.ndim(out) == 0 else np.asarray(out, dtype=bool)
 
 
