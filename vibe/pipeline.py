@@ -91,10 +91,15 @@ def split_record(cfg: BuildConfig, root: Path) -> dict:
 _HOW_LONG = {"epochs", "patience", "warm_patience", "warm_epochs", "audit_folds", "triplets_csv"}
 
 
-def training_settings(cfg: BuildConfig) -> dict:
-    """The heads' and the projection's settings that shape what they learn (as the manifest records them)."""
-    recorded = json.loads(json.dumps({"heads": asdict(cfg.heads), "projection": asdict(cfg.projection)}, default=str))
-    return {part: {k: v for k, v in values.items() if k not in _HOW_LONG} for part, values in recorded.items()}
+def training_settings(config: dict) -> dict:
+    """Of a build's config as the manifest records it, the heads' and the projection's settings that shape what they
+    learn."""
+    return {part: {k: v for k, v in config.get(part, {}).items() if k not in _HOW_LONG} for part in ("heads", "projection")}
+
+
+def recorded_config(cfg: BuildConfig) -> dict:
+    """The build config as the manifest records it (JSON types: paths as strings)."""
+    return json.loads(json.dumps(asdict(cfg), default=str))
 
 
 def _warm_start(folder: Path | None, workdir: Path, fingerprint: str, split: dict, settings: dict):
@@ -111,7 +116,7 @@ def _warm_start(folder: Path | None, workdir: Path, fingerprint: str, split: dic
     if before != split:
         changed = ", ".join(k for k in split if (before or {}).get(k) != split[k]) or "split"
         return None, None, f"no warm start: the previous build used another catalogue split ({changed} differ); training from scratch"
-    trained = {part: {k: v for k, v in prev.get("config", {}).get(part, {}).items() if k not in _HOW_LONG} for part in settings}
+    trained = training_settings(prev.get("config", {}))
     changed = [f"{part}.{k}" for part, values in settings.items() for k in values if trained[part].get(k) != values[k]]
     if changed:
         return None, None, f"no warm start: training settings changed ({', '.join(changed)}); training from scratch"
@@ -168,9 +173,9 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         is_held = items["id"].map(lambda i: in_holdout(i, cfg.heads.heldout_fraction, salt="heads")).to_numpy()
         keep, held = np.flatnonzero(~is_held), np.flatnonzero(is_held)
         previous_build = current_build(workdir)  # resolved once: warm start and the added/removed counts read the same build
-        split_info = split_record(cfg, catalog.root)
+        split_info, recorded = split_record(cfg, catalog.root), recorded_config(cfg)
         warm_heads, warm_projection, why = _warm_start(previous_build, workdir, encoder.fingerprint, split_info,
-                                                         training_settings(cfg))
+                                                         training_settings(recorded))
         if why:
             log(why)
         heads, head_info = train_heads(emb[keep], {h: c[keep] for h, c in codes.items()}, vocabs, cfg.heads, cfg.seed, progress,
@@ -244,7 +249,7 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
                 "vocabs": vocabs, "catalog": {"root": str(catalog.root.resolve()), "report": catalog.report.to_dict(),
                             "signature": catalog_signature(catalog.root), "subset": cfg.catalog.subset,
                             "holdout_fraction": cfg.catalog.holdout_fraction, "split": split_info},
-                "config": json.loads(json.dumps(asdict(cfg), default=str)), "training": {"heads": head_info, "projection": proj_info},
+                "config": recorded, "training": {"heads": head_info, "projection": proj_info},
                 "embedding": {"embedded": stats.embedded, "reused": stats.reused, "failed": stats.failed},
                 "timings": timings,
             })
