@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import (HEADS, BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig, QualityConfig, default_backbone,
-                     default_workdir)
+from .config import (ENGINES, HEADS, INDEX_KINDS, PRECISIONS, BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig,
+                     QualityConfig, default_backbone, default_workdir)
 from .errors import VibeError
 
 
@@ -40,12 +40,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--min-class-count", type=int, default=10, help="classes rarer than this merge into 'Other' (default 10)")
     b.add_argument("--head-epochs", type=int, default=HeadsConfig.epochs, help=f"max epochs of the heads (early stopping; default {HeadsConfig.epochs})")
     b.add_argument("--projection-epochs", type=int, default=ProjectionConfig.epochs, help=f"default {ProjectionConfig.epochs}")
-    b.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+    b.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="how a CLIP backbone runs: auto (the fastest this CPU measures with cosine >= 0.99 to fp32; default), "
                         "fp32, bf16 (native bf16 CPUs), int8 (ONNX Runtime)")
-    b.add_argument("--index", choices=("auto", "exact", "ivf"), default="auto",
+    b.add_argument("--index", choices=INDEX_KINDS, default="auto",
                    help="FAISS index: exact, ivf (IVF-SQ8, approximate), or auto (exact up to 200,000 items; default)")
-    b.add_argument("--engine", choices=("local", "ray"), default="local",
+    b.add_argument("--engine", choices=ENGINES, default="local",
                    help="where images are embedded: here, or on Ray (pip install -r requirements-scale.txt)")
     b.add_argument("--ray-address", default=None, help="a Ray cluster: ray://HOST:10001, or auto (default: a local Ray)")
     b.add_argument("--ray-workers", type=int, default=2, help="embedding actors on Ray (default 2)")

@@ -21,6 +21,9 @@ ATTRIBUTES: dict[str, str] = {
 }
 HEADS = tuple(ATTRIBUTES)
 OTHER = "Other"
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # how a CLIP backbone runs (vibe.runtime); auto measures which is fastest
+INDEX_KINDS = ("auto", "exact", "ivf")  # FAISS index (vibe.index); auto: exact up to vibe.index.EXACT_MAX items
+ENGINES = ("local", "ray")  # where images are embedded
 
 
 def default_workdir() -> Path:
@@ -35,6 +38,10 @@ def default_backbone() -> str:
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise VibeError(message)
+
+
+def _either(values: tuple[str, ...]) -> str:
+    return ", ".join(values[:-1]) + " or " + values[-1]
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ class BuildConfig:
     def __post_init__(self):
         object.__setattr__(self, "workdir", Path(self.workdir))
         _check(self.batch_size > 0, "batch_size must be positive.")
-        _check(self.precision in ("auto", "fp32", "bf16", "int8"), f"precision must be auto, fp32, bf16 or int8, not {self.precision!r}.")
-        _check(self.index in ("auto", "exact", "ivf"), f"index must be auto, exact or ivf, not {self.index!r}.")
-        _check(self.engine in ("local", "ray"), f"engine must be local or ray, not {self.engine!r}.")
+        _check(self.precision in PRECISIONS, f"precision must be {_either(PRECISIONS)}, not {self.precision!r}.")
+        _check(self.index in INDEX_KINDS, f"index must be {_either(INDEX_KINDS)}, not {self.index!r}.")
+        _check(self.engine in ENGINES, f"engine must be {_either(ENGINES)}, not {self.engine!r}.")
         _check(self.ray_workers >= 1, "ray_workers must be at least 1.")

@@ -8,11 +8,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from .config import INDEX_KINDS
 from .errors import VibeError
 from .fsutil import atomic_path
 
 EXACT_MAX = 200_000  # exact search stays under ~20 ms up to here (512-D, 2 cores); beyond it, IVF-SQ8
-KINDS = ("auto", "exact", "ivf")
 
 
 def ivf_lists(n: int) -> int:
@@ -33,8 +33,8 @@ class VectorIndex:
     @classmethod
     def build(cls, vectors: np.ndarray, kind: str = "auto", nprobe: int | None = None, seed: int = 0) -> "VectorIndex":
         """`kind`: exact, ivf, or auto (exact up to EXACT_MAX vectors)."""
-        if kind not in KINDS:
-            raise VibeError(f"index must be one of {', '.join(KINDS)}, not {kind!r}.")
+        if kind not in INDEX_KINDS:
+            raise VibeError(f"index must be one of {', '.join(INDEX_KINDS)}, not {kind!r}.")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, d = vectors.shape
         if kind == "exact" or (kind == "auto" and n <= EXACT_MAX):

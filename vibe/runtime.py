@@ -16,12 +16,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .config import PRECISIONS
 from .errors import VibeError
 from .fsutil import atomic_path, write_json
 from .parts import bf16_native
 from .vectors import l2_normalize
 
-RUNTIMES = ("fp32", "bf16", "int8")
+RUNTIMES = PRECISIONS[1:]  # all but auto
 MIN_COSINE = 0.99
 PROBE_BATCH = 16
 Forward = Callable[[torch.Tensor], np.ndarray]  # pixels -> (n, dim) float32, not normalised
