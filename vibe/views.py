@@ -113,8 +113,7 @@ def photo_folder(art: Artifacts, folder: Path) -> list[str]:
         except OSError:
             if source.is_file():
                 shutil.copyfile(source, target)
-    names = names.tolist()
-    return names
+    return names.tolist()
 
 
 def prepare_explorer(art: Artifacts, assets: dict[str, Path]) -> tuple[Path, list[str]]:
