@@ -53,6 +53,7 @@ class Encoder:
         # big JPEGs are decoded at a reduced scale, still at least 4x the model's input side (framing crops into it)
         self.input_side = int(getattr(self.preprocess, "crop", getattr(self.preprocess, "resolution", 224)))
         self.decode_side = 4 * self.input_side
+        self.frame_side = 2 * self.input_side  # framing box-reduces a crop twice this large or more: the model sees input_side
 
     def worker_spec(self) -> dict | None:
         """What an embedding worker (vibe.ray_engine) needs to run this encoder without loading the backbone: when it
@@ -100,7 +101,7 @@ class Encoder:
         looks most like a catalogue photo."""
         if not self.framing:
             return [image], None
-        framed, found = frame_product(image)
+        framed, found = frame_product(image, self.frame_side)
         return ([framed] if found.applied else [image, *crops(image)]), found
 
     def encode_query(self, image: ImageSource, name: str | None = None) -> tuple[np.ndarray, Framing | None]:
@@ -128,7 +129,7 @@ class Encoder:
 
     def catalogue_view(self, image: Image.Image) -> Image.Image:
         """What a catalogue photo is embedded as: framed on white when this backbone frames (queries: query_views)."""
-        return frame_product(image)[0] if self.framing else image
+        return frame_product(image, self.frame_side)[0] if self.framing else image
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
         """A decoded RGB image -> the model's input for a catalogue photo: its catalogue view, preprocessed."""

@@ -218,7 +218,7 @@ def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent) -> dict:
         for q in queries:
             decoded = load_image(q, max_side=encoder.decode_side)
             t = time.perf_counter()
-            frame_product(decoded)
+            frame_product(decoded, encoder.frame_side)
             frame_s.append(time.perf_counter() - t)
         lat, fwd1 = [], []
         matcher.find(queries[0], mode="combo", k=10)  # warm-up

@@ -106,7 +106,7 @@ def _decode_all(paths: list[Path], r: int, framing: bool, progress: Progress) ->
     def one(i: int):
         try:
             image = load_image(paths[i])
-            out[i] = _to_array(frame_product(image)[0] if framing else image, r)
+            out[i] = _to_array(frame_product(image, 2 * r)[0] if framing else image, r)  # as Encoder.frame_side
             masks[i] = ~background_mask(out[i], (255, 255, 255), tolerance=24) * 255
             return i
         except VibeError:
