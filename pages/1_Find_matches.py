@@ -57,6 +57,8 @@ with q1:
         st.image(preview, caption="query", width=180)
     if result.query_view:
         st.caption(result.query_view["note"])
+    if result.query_image is not None:
+        st.image(result.query_image, caption="searched as", width=120)
 with q2:
     st.markdown("**Predicted attributes**")
     st.dataframe([{"attribute": h, "prediction": p.label, "confidence": round(p.confidence, 3),

@@ -116,9 +116,9 @@ def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder)
     busy = Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 500, 3), dtype=np.uint8))
     busy.paste(product, (150, 80), product)
     res = matcher.find(_png(busy), mode="same", k=3)
-    assert res.query_view["views"] == 10 and "best of 10 views" in res.query_view["note"]
+    assert res.query_view["views"] == 11 and "best of 11 views" in res.query_view["note"]  # photo, 9 crops, cut-out
     views, found = tiny_encoder.encode_query(_png(busy))
-    assert views.shape == (10, 512) and not found.applied
+    assert views.shape == (11, 512) and not found.applied
     best, picked = matcher.pick_view(views)
     scores, _ = matcher.art.clip.index.search(views, 1)
     assert picked == int(np.argmax(scores[:, 0])) and res.query_view["picked"] == picked

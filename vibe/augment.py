@@ -35,11 +35,14 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), w.view(1, 1, 5, 1).repeat(c, 1, 1, 1), groups=c)
 
 
-def reshoot(x: torch.Tensor, alpha: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """A re-shot view of each product photo. x: (n, 3, r, r) in [0, 1] on white; alpha: (n, 1, r, r) product mask."""
-    n, _, r, _ = x.shape
+def place(x: torch.Tensor, alpha: torch.Tensor, gen: torch.Generator, smaller: float = 0.6,
+          smallest: float = 0.45) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each product moved in its frame (scaled, rotated, shifted, mirrored): (product pixels, product mask), both zero
+    outside the product. x: (n, 3, r, r) in [0, 1] on white; alpha: (n, 1, r, r) product mask. A share `smaller` of
+    the products is scaled by smallest..1, the rest by 1..1.35 (cropped in)."""
+    n = len(x)
     # geometry: mostly smaller in frame, sometimes cropped in; a small rotation; anywhere in the frame; mirrored
-    scale = torch.where(_p(n, 0.6, gen), _u(n, 0.45, 1.0, gen), _u(n, 1.0, 1.35, gen))
+    scale = torch.where(_p(n, smaller, gen), _u(n, smallest, 1.0, gen), _u(n, 1.0, 1.35, gen))
     angle = torch.where(_p(n, 0.7, gen), _u(n, -14, 14, gen), torch.zeros(n)) * math.pi / 180
     shift = (1 - scale).clamp(min=0.15)[:, None] * (2 * torch.rand(n, 2, generator=gen) - 1)
     flip = torch.where(_p(n, 0.5, gen), -1.0, 1.0)
@@ -48,7 +51,13 @@ def reshoot(x: torch.Tensor, alpha: torch.Tensor, gen: torch.Generator) -> torch
                          torch.stack([sin * flip, cos, -shift[:, 1] / scale], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     both = F.grid_sample(torch.cat([x, alpha], 1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    product, mask = both[:, :3], both[:, 3:4]
+    return both[:, :3], both[:, 3:4]
+
+
+def reshoot(x: torch.Tensor, alpha: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A re-shot view of each product photo. x: (n, 3, r, r) in [0, 1] on white; alpha: (n, 1, r, r) product mask."""
+    n, _, r, _ = x.shape
+    product, mask = place(x, alpha, gen)
     # backdrop: white, a plain tint, or busy (another photo of the batch, blurred and recoloured, with noise)
     kind = torch.rand(n, generator=gen)
     tint = _u(n * 3, 0.15, 0.97, gen).view(n, 3, 1, 1)

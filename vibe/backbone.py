@@ -93,16 +93,35 @@ class Encoder:
     def info(self) -> dict:
         """What goes into every manifest built from this encoder."""
         return {"name": self.name, "kind": self.kind, "source": self.source, "description": self.description,
-                "fingerprint": self.fingerprint, "dim": self.dim, "precision": self.precision, "runtime": self.runtime.to_dict(), "framing": self.framing}
+                "fingerprint": self.fingerprint, "dim": self.dim, "precision": self.precision, "runtime": self.runtime.to_dict(), "framing": self.framing,
+                "query_views": self.views_version}
 
     def query_views(self, image: Image.Image) -> tuple[list[Image.Image], Framing | None]:
         """What a query photo is searched with: the framed product; or, when framing cannot isolate it (a busy or
-        cut-off backdrop), the whole photo and nine crops (vibe.framing.crops), of which retrieval keeps the one that
-        looks most like a catalogue photo."""
+        cut-off backdrop), the whole photo, nine crops (vibe.framing.crops) and the product as the segmenter cuts it
+        out (vibe.segment, when it finds one), of which retrieval keeps the one that looks most like a catalogue photo."""
         if not self.framing:
             return [image], None
         framed, found = frame_product(image, self.frame_side)
-        return ([framed] if found.applied else [image, *crops(image)]), found
+        if found.applied:
+            return [framed], found
+        cut = self.segmenter.view(image, self.frame_side) if self.segmenter else None
+        return [image, *crops(image), *([cut] if cut else [])], found
+
+    @property
+    def segmenter(self):
+        """The product segmenter for photos framing leaves alone (vibe.segment), loaded on the first such query."""
+        if not hasattr(self, "_segmenter"):
+            from .segment import load_segmenter
+
+            self._segmenter = load_segmenter()
+        return self._segmenter
+
+    @property
+    def views_version(self) -> str:
+        """What decides a query's views besides the photo: part of the cache key of an embedded re-shot photo."""
+        seg = self.segmenter.digest if self.framing and self.segmenter else None
+        return f"{FRAMING_VERSION if self.framing else None}:crops-9:segmenter-{seg}"
 
     def encode_query(self, image: ImageSource, name: str | None = None) -> tuple[np.ndarray, Framing | None]:
         """(views, dim) L2-normalised embeddings of a query photo (see query_views), and what framing found."""

@@ -93,14 +93,23 @@ def frame_product(image: Image.Image, side: int | None = None) -> tuple[Image.Im
         crop = reduced(crop, side)
     alpha = None
     if distance_to(np.asarray([found.background]), (255, 255, 255))[0] > TOLERANCE / 2:
-        # a coloured backdrop becomes white, through the product mask found above: scaling it up feathers its edge
+        # a coloured backdrop becomes white, through the product mask found above
         left, top, right, bottom = small_box
-        alpha = Image.fromarray(product[top:bottom, left:right].astype(np.uint8) * 255).resize(crop.size, Image.BILINEAR)
+        alpha = product[top:bottom, left:right]
+    return on_white(crop, alpha), found
+
+
+def on_white(crop: Image.Image, alpha: np.ndarray | None = None) -> Image.Image:
+    """`crop` re-centred on white with the catalogue's margin. `alpha`: the product's mask over the crop (0..1, any
+    resolution; scaling it up feathers its edge): what is not product becomes white as well."""
+    mask = None
+    if alpha is not None:
+        mask = Image.fromarray((np.asarray(alpha, np.float32) * 255).round().astype(np.uint8)).resize(crop.size, Image.BILINEAR)
     w, h = crop.size
     pad = int(round(max(w, h) * MARGIN))
     out = Image.new("RGB", (w + 2 * pad, h + 2 * pad), (255, 255, 255))
-    out.paste(crop, (pad, pad), alpha)
-    return out, found
+    out.paste(crop, (pad, pad), mask)
+    return out
 
 
 def crops(image: Image.Image, scale: float = 0.7, grid: int = 3) -> list[Image.Image]:

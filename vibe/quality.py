@@ -22,12 +22,12 @@ from .rules import gender_compatible
 from .store import CHUNK, EmbeddingStore
 
 RESHOOT_VERSION = "reshoot-1"  # part of the cache key of a re-shot photo: change it when vibe.reshoot changes
-N_VIEWS = 10  # a query photo that framing leaves alone is searched as itself and nine crops (Encoder.query_views)
 
 
-def reshoot_key(image_hash: str, change: str, seed: int) -> str:
-    """The cache key of a re-shot photo: deterministic, so a rebuild embeds only re-shots of new photos."""
-    return content_hash(f"{RESHOOT_VERSION}:{seed}:{change}:{image_hash}".encode())
+def reshoot_key(image_hash: str, change: str, seed: int, views: str = "") -> str:
+    """The cache key of a re-shot photo: deterministic, so a rebuild embeds only re-shots of new photos. `views`: what
+    decides a query's views (Encoder.views_version), for photos embedded as queries."""
+    return content_hash(f"{RESHOOT_VERSION}:{seed}:{change}:{image_hash}{':' + views if views else ''}".encode())
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,14 @@ def _embed_made(encoder: Encoder, store: EmbeddingStore, keys: list[str], make: 
             store.add([_view_key(keys[i], j) for i, vs in zip(chunk, views) for j in range(len(vs))],
                       encoder.encode_views([v for vs in views for v in vs], batch_size))
             progress(stage, start + len(chunk), len(todo))
-    return [store.get([_view_key(k, j) for j in range(N_VIEWS if _view_key(k, 1) in store else 1)]) for k in keys]
+    return [store.get([_view_key(k, j) for j in range(_n_views(store, k))]) for k in keys]
+
+
+def _n_views(store: EmbeddingStore, key: str) -> int:
+    n = 1  # a query's views are stored together, under view keys 0, 1, ...
+    while _view_key(key, n) in store:
+        n += 1
+    return n
 
 
 def embed_reshoots(encoder: Encoder, store: EmbeddingStore, originals: Originals, changes: Sequence[str], seed: int,
@@ -71,7 +78,7 @@ def embed_reshoots(encoder: Encoder, store: EmbeddingStore, originals: Originals
             photo = reshot_photo({"path": originals.paths[i], "change": change, "id": originals.ids[i]}, seed, others)
             return encoder.query_views(photo)[0]
 
-        keys = [reshoot_key(h, change, seed) for h in originals.hashes]
+        keys = [reshoot_key(h, change, seed, encoder.views_version) for h in originals.hashes]
         out[change] = _embed_made(encoder, store, keys, views_of, batch_size, progress, f"re-shoot {change}")
     store.compact()
     return out

@@ -1,7 +1,7 @@
 """The two retrieval modes: `same` (strict same item, 512-D) and `combo` (mix & match by style, 256-D)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ from .backbone import Encoder
 from .config import HEADS, OTHER
 from .errors import VibeError
 from .fsutil import content_hash
-from .images import ImageSource, read_bytes
+from .images import ImageSource, load_image, read_bytes
 from .search import fuse, parse, rank
 from .rules import COMPLETES, QueryFilter, gender_compatible, relax_order, seasons_compatible
 
@@ -56,9 +56,10 @@ class FindResult:
     query_view: dict | None = None  # an upload: how many views it was searched with, which one was kept, and why
     query_slot: dict | None = None  # combo: the query's outfit slot and how it was decided
     outfit: dict[str, list[Match]] = field(default_factory=dict)  # combo: per complementary slot, the options in score order
+    query_image: Image.Image | None = field(default=None, repr=False)  # an upload: the view searched, if not the upload
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(replace(self, query_image=None))  # JSON-ready: no pixels
 
     def to_frame(self):
         """One row per match (rank, id, name, score, labels): what the dashboard offers as CSV."""
@@ -85,7 +86,8 @@ def _view_note(found, n_views: int, picked: int) -> str:
         return "searched as it is (this backbone does not frame photos)"
     if found.applied:
         return "the product was found on a plain backdrop and framed on white"
-    which = "the whole photo" if picked == 0 else f"crop {picked} of 9 (70 % of each side)"
+    which = ("the whole photo" if picked == 0 else f"crop {picked} of 9 (70 % of each side)" if picked <= 9
+             else "the product as the segmenter cut it out, on white")
     return f"framing left it alone ({found.reason}): searched with {which}, the best of {n_views} views"
 
 
@@ -141,7 +143,8 @@ class Matcher:
             known = {h: self.labels[h][row] for h in (*HEADS, "slot")}
             return self.search(emb, mode=mode, k=k, exclude=self.rows_of_hash[self.hashes[row]] + [row],
                                known=known, per_slot=per_slot, query_id=int(item_id))
-        exclude, view = [], None
+        exclude, view, shown = [], None, None
+        name = str(image) if isinstance(image, (str, Path)) else name  # what an error message calls the photo
         if not isinstance(image, Image.Image):
             image = read_bytes(image)
             exclude = self.rows_of_hash.get(content_hash(image), [])
@@ -150,11 +153,14 @@ class Matcher:
             same_as = int(self._ids[exclude[0]])
             view = {"views": 1, "picked": 0, "note": f"the same photo as catalogue item {same_as}", "same_as": same_as}
         else:
-            views, found = self.encoder.encode_query(image, name=str(image) if isinstance(image, (str, Path)) else name)
-            emb, picked = self.pick_view(views)
-            view = {"views": len(views), "picked": picked, "note": _view_note(found, len(views), picked)}
+            photo = load_image(image, name, self.encoder.decode_side)
+            images, found = self.encoder.query_views(photo)  # (Encoder.encode_query, keeping the views to show)
+            emb, picked = self.pick_view(self.encoder.encode_views(images))
+            view = {"views": len(images), "picked": picked, "note": _view_note(found, len(images), picked)}
+            # what was searched, when it is not the upload itself: the framed product, a crop or the cut-out
+            shown = images[picked] if picked or (found is not None and found.applied) else None
         result = self.search(emb, mode=mode, k=k, exclude=exclude, per_slot=per_slot)
-        result.query_view = view
+        result.query_view, result.query_image = view, shown
         return result
 
     def pick_view(self, views: np.ndarray) -> tuple[np.ndarray, int]:
