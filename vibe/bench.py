@@ -213,7 +213,8 @@ def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent) -> dict:
         from .framing import frame_product
         from .images import load_image
 
-        queries = [_upload(root / q, i) for i, q in enumerate(items["path"].iloc[cfg.n_images:cfg.n_images + cfg.n_queries])]
+        query_paths = items["path"].iloc[cfg.n_images:cfg.n_images + cfg.n_queries]
+        queries = [_upload(root / q, i) for i, q in enumerate(query_paths)]
         frame_s = []
         for q in queries:
             decoded = load_image(q, max_side=encoder.decode_side)
@@ -231,6 +232,23 @@ def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent) -> dict:
                 t = time.perf_counter()
                 matcher.find(q, mode=mode, k=10)  # bytes -> decode -> forward -> heads -> filtered search -> results
                 lat.append(time.perf_counter() - t)
+        # a busy backdrop: framing gives up, the segmenter cuts the product out, the query embeds 11 views
+        others = [load_image(root / p) for p in items["path"].iloc[:20]]
+        busy = [_upload(root / q, i, "busy", others) for i, q in enumerate(query_paths)]
+        if encoder.segmenter:
+            seg_s = []
+            for q in busy:
+                decoded = load_image(q, max_side=encoder.decode_side)
+                t = time.perf_counter()
+                encoder.segmenter.view(decoded, encoder.frame_side)
+                seg_s.append(time.perf_counter() - t)
+            details["segment_ms"] = float(np.median(seg_s)) * 1000
+        busy_lat = []
+        for q in busy:
+            t = time.perf_counter()
+            matcher.find(q, mode="same", k=10)
+            busy_lat.append(time.perf_counter() - t)
+        details["busy_query_p50_ms"] = float(np.median(busy_lat)) * 1000
         p50, p95 = float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
         forward_1 = float(np.median(fwd1))
         details["single_image_forward_ms"] = forward_1 * 1000
@@ -320,8 +338,8 @@ def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent) -> dict:
     return result
 
 
-def _upload(path: Path, key: int) -> bytes:
-    """A query as a shopper sends it: the item re-shot on a tinted backdrop, 1024 px on its long side, JPEG q90."""
+def _upload(path: Path, key: int, change: str = "tinted", others=()) -> bytes:
+    """A query as a shopper sends it: the item re-shot (on a tinted backdrop), 1024 px on its long side, JPEG q90."""
     import io
 
     from PIL import Image
@@ -329,7 +347,7 @@ def _upload(path: Path, key: int) -> bytes:
     from .images import load_image
     from .reshoot import reshoot
 
-    photo = reshoot(load_image(path), "tinted", 0, key)
+    photo = reshoot(load_image(path), change, 0, key, others)
     scale = 1024 / max(photo.size)
     buf = io.BytesIO()
     photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.BICUBIC).save(buf, "JPEG", quality=90)
