@@ -62,3 +62,11 @@ def test_a_busy_query_gets_the_cut_out_as_a_view_only_when_there_is_a_segmenter(
     monkeypatch.setattr(tiny_encoder, "_segmenter", None)
     views, _ = tiny_encoder.query_views(busy)
     assert len(views) == 10 and tiny_encoder.views_version != with_seg  # cached re-shots are not mixed up
+
+
+def test_the_cli_trains_a_segmenter_into_the_folder_it_names(small_catalog, tmp_path):
+    from vibe.cli import main
+
+    out = tmp_path / "from-cli"
+    assert main(["train-segmenter", "--data", str(small_catalog), "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    assert Segmenter(out).cfg.epochs == 1

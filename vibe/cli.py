@@ -27,6 +27,19 @@ def _workdir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", type=Path, default=None, help="where artifacts live (default $VIBE_WORKDIR or data/build)")
 
 
+def _training_args(p: argparse.ArgumentParser, default_out: str, shipped: str, config: str) -> None:
+    """What every command that trains a shipped model takes: the catalogue, where to write, what to leave out."""
+    _catalog_args(p, required=True)
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"output folder (default: a new WORKDIR/{default_out}-<time>; the shipped {shipped} is replaced "
+                        "only when --out names it)")
+    p.add_argument("--exclude", type=Path, action="append", default=[], metavar="CATALOG",
+                   help="leave out the items of this catalogue folder (repeatable), e.g. data/sample so the demo shows unseen photos")
+    _workdir(p)
+    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default from {config})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m vibe", description="Find-My-Vibe: FashionCLIP attribute heads, style space and FAISS retrieval.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -85,29 +98,13 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train-backbone", help="train the offline vibe-mini encoder on a labelled catalogue",
                        description="Train vibe-mini (a compact CNN, 512-D embeddings) on a labelled catalogue on the CPU and save it as safetensors.")
-    _catalog_args(t, required=True)
-    t.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: a new WORKDIR/backbones/vibe-mini-<time>; the shipped checkpoints/vibe-mini "
-                        "is replaced only when --out names it)")
-    t.add_argument("--exclude", type=Path, action="append", default=[], metavar="CATALOG",
-                   help="leave out the items of this catalogue folder (repeatable), e.g. data/sample so the demo shows unseen photos")
-    _workdir(t)
-    t.add_argument("--epochs", type=int, default=None, help="training epochs (default from MiniConfig)")
+    _training_args(t, "backbones/vibe-mini", "checkpoints/vibe-mini", "MiniConfig")
     t.add_argument("--resolution", type=int, default=None, help="input side in pixels (default from MiniConfig)")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sg = sub.add_parser("train-segmenter", help="train the product segmenter that cuts products out of busy query photos",
                         description="Train the product segmenter (a small U-Net, vibe.segment) on a catalogue's studio shots, "
                                     "cut out by their white backdrop and pasted on other backdrops; saved as safetensors.")
-    _catalog_args(sg, required=True)
-    sg.add_argument("--out", type=Path, default=None,
-                    help="output folder (default: a new WORKDIR/segmenters/segmenter-<time>; queries use the shipped "
-                         "checkpoints/segmenter, replaced only when --out names it)")
-    sg.add_argument("--exclude", type=Path, action="append", default=[], metavar="CATALOG",
-                    help="leave out the items of this catalogue folder (repeatable)")
-    _workdir(sg)
-    sg.add_argument("--epochs", type=int, default=None, help="training epochs (default from SegmenterConfig)")
-    sg.add_argument("--quiet", action="store_true", help="no progress bars")
+    _training_args(sg, "segmenters/segmenter", "checkpoints/segmenter", "SegmenterConfig")
 
     bn = sub.add_parser("bench", help="measure every stage against its physical limit and the prototype's way",
                         description="Embedding pipeline vs bare forward, fast path vs the prototype, query latency on a 44,000-item index, "
