@@ -33,14 +33,22 @@ elif state["stale"]:
 else:
     st.success("Artifacts are up to date with the catalogue.")
 
-st.subheader("Label distributions")
+st.subheader("What the catalogue holds")
 head = st.selectbox("Attribute", HEADS, key="home_head")
 counts = art.items[head].fillna("(missing)").value_counts()
-shown = counts.head(25)
-fig = px.bar(x=shown.values, y=shown.index, orientation="h", labels={"x": "items", "y": head})
-fig.update_layout(yaxis={"autorange": "reversed"}, height=max(300, 22 * len(shown)), margin=dict(l=0, r=0, t=10, b=0))
+if head == "item_type":  # 100+ types read best inside their categories (and a sample drawn per type is all one height)
+    table = art.items.fillna({"master": "(no category)", "sub": "(no sub-category)", "item_type": "(missing)"})
+    fig = px.treemap(table.groupby(["master", "sub", "item_type"]).size().reset_index(name="items"),
+                     path=[px.Constant("catalogue"), "master", "sub", "item_type"], values="items")
+    fig.update_traces(textinfo="label+value", root_color="#f4f4f4")
+    fig.update_layout(height=520, margin=dict(l=0, r=0, t=10, b=0))
+else:
+    fig = px.bar(x=counts.values, y=counts.index, orientation="h", labels={"x": "items", "y": head}, text=counts.values)
+    fig.update_layout(yaxis={"autorange": "reversed", "automargin": True}, height=max(260, 24 * len(counts) + 60),
+                      margin=dict(l=0, r=10, t=10, b=0))
 st.plotly_chart(fig)
-st.caption(f"{len(counts)} {head} values" + ("; the 25 most frequent are shown" if len(counts) > 25 else ""))
+st.caption(f"{len(counts)} {head} values over {len(art.items):,} items"
+           + ("; by category and sub-category (click a tile to zoom in)" if head == "item_type" else ""))
 
 st.subheader("Pages")
 st.page_link("pages/1_Find_matches.py", label="Find matches: upload a photo, get the same item or a style combo", icon=":material/search:")

@@ -41,8 +41,9 @@ if words:
                + (" and the text tower's ranking fused in." if found.text_tower else
                   " (this backbone has no text tower: FashionCLIP would also rank by the words themselves)."))
     st.subheader(f"{len(found.matches)} items for “{words}”")
-    thumbnail_grid([{"path": m.path, "title": m.name, "lines": [" · ".join(v or "?" for v in m.labels.values()), f"id {m.id}"]}
-                    for m in found.matches], root)
+    thumbnail_grid([{"path": m.path, "title": f"#{i} · {m.name}",
+                     "lines": [" · ".join(v or "?" for v in m.labels.values()), f"id {m.id}"]}
+                    for i, m in enumerate(found.matches, 1)], root)
     st.stop()
 if query is None:
     st.info("Upload a photo (jpg, png or webp), pick a catalogue item, or search by words.")
@@ -66,10 +67,9 @@ with q2:
                   for h, p in result.predictions.items()], hide_index=True)
     applied = ", ".join(f"{h} = {v}" for h, v in result.filters.items()) or "none"
     st.markdown(f"**Filters applied:** {applied}")
-    dropped = [f for f in result.filter_notes if not f.applied]
-    if dropped:
-        st.warning("Not applied: " + "; ".join(
-            f"**{f.head} = {f.value}** ({f.status}: {f.reason})" for f in dropped))
+    for f in result.filter_notes:
+        if not f.applied:
+            st.caption(f"Not filtered on **{f.head} = {f.value}** ({f.status}): {f.reason}.", help=f.detail or None)
 
 if result.mode == "combo":
     # marks need the query to be a catalogue item: a picked one, or an upload identical to one of its photos
@@ -78,9 +78,9 @@ if result.mode == "combo":
     outfit_board(result, root, items, anchor, preview)
 else:
     st.subheader(f"{len(result.matches)} matches · {mode_label}")
-    thumbnail_grid([{"path": m.path, "title": m.name,
-                     "lines": [" · ".join(v or "?" for v in m.labels.values()), f"id {m.id} · score {m.score:.3f}",
+    thumbnail_grid([{"path": m.path, "title": f"#{i} · {m.name}",
+                     "lines": [" · ".join(v or "?" for v in m.labels.values()), f"id {m.id} · similarity {m.score:.3f}",
                                *(["⚑ " + m.note] if m.note else [])]}
-                    for m in result.matches], root)
+                    for i, m in enumerate(result.matches, 1)], root)
 st.download_button("Download results (CSV)", result.to_frame().to_csv(index=False), file_name=f"matches-{result.mode}.csv",
                    mime="text/csv")

@@ -3,17 +3,18 @@ import plotly.express as px
 import streamlit as st
 
 from pages.ui.common import guard, page_with_bundle, thumbnail_grid
-from vibe import accuracy
 from vibe.config import HEADS
-from vibe.quality import backdrop_photos, reshot_photo
+from vibe.eval import accuracy
+from vibe.eval.reshoot import backdrop_photos, reshot_photo
 
 bundle = page_with_bundle("Head accuracy")
 art = bundle.artifacts
 
 
-@st.cache_resource(max_entries=2)
-def backdrop_cache(build_id: str):
-    return backdrop_photos(art.items, art.catalog_root)
+@st.cache_resource(max_entries=4)
+def backdrop_cache(build_id: str, ids: tuple[int, ...] | None):
+    """The photos a report's busy backdrops were made of (its own record of them), to draw its cases again exactly."""
+    return backdrop_photos(art.items, art.catalog_root, ids=ids)
 
 st.caption(f"Computed on the {art.metrics['n_heldout']} held-out items of this build (chosen by a hash of the item id; never trained on).")
 if bundle.encoder.kind == "vibe-mini":
@@ -25,7 +26,9 @@ head = st.selectbox("Head", HEADS)
 vocab = art.heads.vocabs[head]
 c1, c2 = st.columns(2)
 values = c1.segmented_control("Values", ["Counts", "Row-normalised"], default="Counts", required=True)
-top = c2.slider("Classes shown (most frequent first)", 2, max(2, len(vocab)), min(20, len(vocab)))
+# a head of two classes (or one) has nothing to choose: all of them are shown
+top = (c2.slider("Classes shown (most frequent first)", 2, len(vocab), min(20, len(vocab))) if len(vocab) > 2
+       else len(vocab))
 normalize = values == "Row-normalised"
 with guard():
     cm = accuracy.confusion(art, head, normalize=normalize, top=top)
@@ -88,7 +91,7 @@ else:
         st.success("Every re-shot photo found its own item at rank 1 in same mode.")
     else:
         st.caption("Re-shot photo → what same mode ranked first (the photos are made again from the report's seed).")
-        backdrops = backdrop_cache(bundle.build_id)
+        backdrops = backdrop_cache(bundle.build_id, tuple(chosen["backdrop_ids"]) if chosen["backdrop_ids"] else None)
         cols = st.columns(4)
         for i, case in enumerate(worst):
             with cols[i % 4].container(border=True), guard():
@@ -96,5 +99,6 @@ else:
                 a.image(reshot_photo(case, chosen["seed"], backdrops), caption=f"{case['change']} · id {case['id']}")
                 if case["top_path"]:
                     b.image(case["top_path"], caption=f"came back: id {case['top_id']}")
-                rank = case["rank_same"] or f"not in the first {chosen['report']['k']}"
-                st.caption(f"same mode rank: {rank} · embedding rank: {case['rank_embedding'] or '-'}")
+                missed = f"not in the first {chosen['report']['k']}"
+                st.caption(f"its own item ranked {case['rank_same'] or missed} in same mode, "
+                           f"{case['rank_embedding'] or missed} by the bare embedding")

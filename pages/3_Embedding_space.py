@@ -6,7 +6,8 @@ import streamlit as st
 from pages.ui.common import guard, page_with_bundle, thumbnail_grid
 from pages.ui.explorer import explorer
 from vibe.config import HEADS
-from vibe.views import SPACES, explorer_groups, explorer_hover, explorer_points, item_labels, layout
+from vibe.explore.layout import SPACES, explorer_groups, explorer_hover, explorer_points, item_labels, layout
+from vibe.explore.selection import latest_event, neighbours
 
 PALETTE = px.colors.qualitative.Dark24[:12] + ["#c8c8c8", "#f0e0e0"]  # 12 values, then "other" and "(missing)" in grey
 
@@ -42,7 +43,7 @@ spaces = list(SPACES) if view == "Side by side" else [k for k, v in SPACES.items
 with guard():
     component, folder, files = explorer(art, bundle.build_id)
 
-events = []
+events = {}
 for column, space in zip(st.columns(len(spaces)), spaces):
     with column, guard():
         facts = cached_layout(bundle.build_id, space)[1]
@@ -59,15 +60,16 @@ for column, space in zip(st.columns(len(spaces)), spaces):
                f"UMAP fitted on {facts['fitted_on']:,}, the other {facts['n_shown'] - facts['fitted_on']:,} placed by its transform")
         st.caption(f"Showing {shown} of {facts['n_total']:,} items ({how})" + (" · layout loaded from cache" if facts["cached"] else "")
                    + ". Hover for the photo, click for neighbours, drag a lasso or box to select.")
-        if event:
-            events.append(event)
+        events[space] = event
         hover_file(bundle.build_id, space, data["hover"])  # after the component: the tooltips are not needed to draw
 
-latest = max(events, key=lambda e: e.get("n", 0), default=None)
+picked = latest_event(events)
+clicked_in, latest = picked if picked else (None, None)
 if latest and latest["event"] == "click":
     row = int(latest["row"])
-    found, scores = art.clip.search(art.clip.vector(row), 10)
-    st.subheader(f"Nearest neighbours of {art.items['name'].iat[row]} (id {art.items['id'].iat[row]})")
+    found, scores = neighbours(art, clicked_in, row)
+    st.subheader(f"Nearest neighbours of {art.items['name'].iat[row]} (id {art.items['id'].iat[row]}) in the "
+                 f"{SPACES[clicked_in]}")
     labels = item_labels(art.items.iloc[found]).tolist()
     thumbnail_grid([{"path": art.items["path"].iat[r], "title": art.items["name"].iat[r],
                      "lines": [line, "the item" if r == row else f"cosine {s:.3f}"]}

@@ -1,12 +1,15 @@
-"""Rebuild index: the same `vibe.pipeline.build` as `python -m vibe build`, run in the background with progress per stage."""
+"""Rebuild index: the same `vibe.build.pipeline.build` as `python -m vibe build`, run in the background with progress per stage."""
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import streamlit as st
 
 from pages.ui.common import artifact_status, badge, get_bundle, get_encoder, guard, page_setup, workdir
-from vibe.config import SAMPLE_DATA, BuildConfig, CatalogConfig
-from vibe.curation import curated_path, read_marks
-from vibe.jobs import latest_build, start_build
+from vibe.build.jobs import latest_build, rebuild_warnings, start_build
+from vibe.catalog.marks import curated_path, read_marks
+from vibe.config import BuildConfig, build_config_from_record
+from vibe.models.registry import availability
 
 BACKBONES = ["auto", "vibe-mini", "fashion-clip", "tiny-random"]
 SUBSETS = ["all", "train", "holdout"]
@@ -71,23 +74,63 @@ if state["built"]:
                 f"({trained} of them in the current build): the next build trains the style space on all of them, each "
                 "counted more than a mined triplet.", icon=":material/thumbs_up_down:")
 
+current = (build_config_from_record(get_bundle().artifacts.manifest.get("config", {}), workdir=workdir())
+           if state["built"] else None)
+base = current or BuildConfig(workdir=workdir())
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def can_load(name: str) -> tuple[bool, str]:
+    return availability(name)
+
+
+def start(cfg: BuildConfig) -> None:
+    st.session_state.pop("pending_rebuild", None)
+    with guard():
+        start_build(cfg, encoder=get_encoder(cfg.backbone))
+    st.rerun()
+
+
+@st.dialog("Rebuild with these changes?", on_dismiss=lambda: st.session_state.pop("pending_rebuild", None))
+def confirm(cfg: BuildConfig, warnings: list[str]) -> None:
+    for line in warnings:
+        st.warning(line)
+    a, b = st.columns(2)
+    if a.button("Rebuild anyway", type="primary", key="confirm-rebuild"):
+        start(cfg)
+    if b.button("Cancel", key="cancel-rebuild"):
+        st.session_state.pop("pending_rebuild", None)
+        st.rerun()
+
+
 with st.form("rebuild"):
-    # defaults: the settings of the current build, so a rebuild repeats it unless changed on purpose
-    data = st.text_input("Catalogue folder (styles.csv + images/)", value=state.get("catalog") or str(SAMPLE_DATA))
-    current = state["backbone"]["name"] if state["built"] else "auto"
-    choices = BACKBONES if current in BACKBONES else [current, *BACKBONES]
-    backbone = st.selectbox("Backbone", choices, index=choices.index(current),
-                            help="auto = FashionCLIP when it can be loaded, else the offline vibe-mini")
-    subset = st.selectbox("Items", SUBSETS, index=SUBSETS.index(state.get("subset", "all")),
-                          help="train/holdout: a deterministic split by item id")
+    # everything the current build recorded is kept (heads, style space, check, index, audit settings...); only these
+    # three can be changed here, and a change that is out of the ordinary asks for a confirmation first
+    data = st.text_input("Catalogue folder (styles.csv + images/)", value=str(base.catalog.root))
+    choices = list(dict.fromkeys([base.backbone, *BACKBONES]))
+    backbone = st.selectbox("Backbone", choices, index=0, format_func=lambda n: n + ("" if can_load(n)[0] else " (cannot be loaded here)"),
+                            help="auto = FashionCLIP when it can be loaded, else the offline vibe-mini. " + " ".join(
+                                f"{n}: {can_load(n)[1]}." for n in choices))
+    subset = st.selectbox("Items", SUBSETS, index=SUBSETS.index(base.catalog.subset),
+                          help="all, or the train part of a deterministic split by item id (holdout is for evaluation)")
     go = st.form_submit_button("Rebuild", type="primary")
+st.caption("Every other setting repeats the current build's: " + (
+    f"min class count {base.heads.min_class_count}, audit folds {base.heads.audit_folds}, ranking check "
+    f"{base.quality.per_change} photos per change, index {base.index}, engine {base.engine}."))
 
 if go:
-    with guard():
-        cfg = BuildConfig(catalog=CatalogConfig(root=data, subset=subset, holdout_fraction=state.get("holdout_fraction", 0.2)),
-                          backbone=backbone, workdir=workdir())
-        start_build(cfg, encoder=get_encoder(backbone))
-    st.rerun()
+    cfg = replace(base, backbone=backbone, catalog=replace(base.catalog, root=Path(data), subset=subset))
+    ok, why = can_load(backbone)
+    if not ok:
+        st.error(f"The backbone {backbone} cannot be loaded here: {why}.")
+    else:
+        warnings = rebuild_warnings(current, cfg)
+        if warnings:
+            st.session_state["pending_rebuild"] = (cfg, warnings)
+        else:
+            start(cfg)
+if "pending_rebuild" in st.session_state:
+    confirm(*st.session_state["pending_rebuild"])
 if job is not None:
     show_outcome(job)
     if job.lines:

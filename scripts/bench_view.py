@@ -4,7 +4,7 @@ build of N items, a real `streamlit run Home.py`, Debian's headless Chromium dri
     .venv/bin/python scripts/bench_view.py [--points 100000] [--json] [--cache DIR]
 
 The N items repeat the 1,000 real items of data/sample (unique ids, the same photos, their embeddings with small noise);
-both 2-D layouts are written into the build's views cache where `vibe.views.layout` looks, so UMAP never runs.
+both 2-D layouts are written into the build's views cache where `vibe.explore.layout.layout` looks, so UMAP never runs.
 The bundle is loaded once by opening Home first (every page shares it); then the timings:
   first render  navigation to /Embedding_space until the explorer iframe has `body[data-rendered]`, set once the
                 frame holding the points has been composited (fresh server process: the layout comes from the disk
@@ -43,10 +43,10 @@ TIMEOUT_MS = 120_000
 def base_build(cache: Path, backbone: str) -> Path:
     """The 1,000-item sample built for real (about a minute), kept in `cache` for later runs while the backbone's
     fingerprint stays the same (the dashboard refuses a build made with another)."""
-    from vibe.artifacts import current_build, read_manifest
-    from vibe.backbone import Encoder
+    from vibe.build.pipeline import build
     from vibe.config import SAMPLE_DATA, BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig
-    from vibe.pipeline import build
+    from vibe.models.encoder import Encoder
+    from vibe.store.artifacts import current_build, read_manifest
 
     workdir, encoder = cache / f"sample-{backbone}", Encoder(backbone)
     folder = current_build(workdir)
@@ -65,11 +65,11 @@ def _plane(vectors: np.ndarray) -> np.ndarray:
 
 def grown_workdir(base: Path, n: int, workdir: Path, seed: int = 0) -> Path:
     """A published build of n items repeating the base build's items, with both layouts already in its views cache."""
-    from vibe.artifacts import load_artifacts, publish, write_manifest
-    from vibe.fsutil import atomic_path
-    from vibe.index import VectorIndex
-    from vibe.vectors import l2_normalize
-    from vibe.views import FIT_POINTS, MAX_POINTS, SPACES, cache_path, sample_rows
+    from vibe.explore.layout import FIT_POINTS, MAX_POINTS, SPACES, cache_path, sample_rows
+    from vibe.store.artifacts import load_artifacts, publish, write_manifest
+    from vibe.store.index import VectorIndex
+    from vibe.util.files import atomic_path
+    from vibe.util.vectors import l2_normalize
 
     art = load_artifacts(base.parent.parent, base.name)
     rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from vibe.catalog import load_catalog  # noqa: E402
+from vibe.catalog.reader import load_catalog  # noqa: E402
 from vibe.config import SAMPLE_DATA  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

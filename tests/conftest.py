@@ -35,7 +35,7 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     """A tiny random CLIP + its image processor, saved with save_pretrained so from_pretrained runs for real."""
     from transformers import CLIPImageProcessor
 
-    from vibe.registry import TINY_PREPROCESS, tiny_clip_model
+    from vibe.models.registry import TINY_PREPROCESS, tiny_clip_model
 
     out = tmp_path_factory.mktemp("tiny-clip")
     tiny_clip_model(seed=1).save_pretrained(out)
@@ -62,7 +62,7 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def small_catalog(tmp_path_factory) -> Path:
     """A real 300-item catalogue copied from data/sample into a temp folder (safe to modify), with its styles.csv rows."""
-    from vibe.catalog import load_catalog
+    from vibe.catalog.reader import load_catalog
 
     src = SAMPLE
     cat = load_catalog(src)
@@ -80,7 +80,13 @@ def small_catalog(tmp_path_factory) -> Path:
 
 def fast_build_config(data: Path, workdir: Path, audit_folds: int = 0, **catalog):
     """A build that takes seconds: the tiny backbone, short training, a small ranking check, no label audit."""
-    from vibe.config import BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig, QualityConfig
+    from vibe.config import (
+        BuildConfig,
+        CatalogConfig,
+        HeadsConfig,
+        ProjectionConfig,
+        QualityConfig,
+    )
 
     return BuildConfig(catalog=CatalogConfig(root=data, **catalog), backbone="tiny-random", workdir=workdir,
                        heads=HeadsConfig(epochs=40, patience=5, min_class_count=5, audit_folds=audit_folds),
@@ -90,7 +96,7 @@ def fast_build_config(data: Path, workdir: Path, audit_folds: int = 0, **catalog
 @pytest.fixture(scope="session")
 def built(tmp_path_factory, small_catalog):
     """A workdir built on the small real catalogue with the tiny backbone: (workdir, BuildResult)."""
-    from vibe.pipeline import build
+    from vibe.build.pipeline import build
 
     workdir = tmp_path_factory.mktemp("work")
     return workdir, build(fast_build_config(small_catalog, workdir, audit_folds=3))
@@ -98,6 +104,20 @@ def built(tmp_path_factory, small_catalog):
 
 @pytest.fixture(scope="session")
 def tiny_encoder():
-    from vibe.backbone import Encoder
+    from vibe.models.encoder import Encoder
 
     return Encoder("tiny-random")
+
+
+@pytest.fixture(scope="session")
+def built_mini(tmp_path_factory, small_catalog):
+    """A build with the shipped vibe-mini (trained embeddings: its calibration and style space mean something), a ranking
+    check of 40 held-out photos per change and the default style-space training: (workdir, BuildResult)."""
+    from dataclasses import replace
+
+    from vibe.build.pipeline import build
+    from vibe.config import ProjectionConfig, QualityConfig
+
+    workdir = tmp_path_factory.mktemp("work-mini")
+    cfg = fast_build_config(small_catalog, workdir)
+    return workdir, build(replace(cfg, backbone="vibe-mini", projection=ProjectionConfig(), quality=QualityConfig(per_change=40)))

@@ -3,23 +3,23 @@ attributes and ranks items that carry them; the CLI prints the documented JSON."
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO
-from vibe.artifacts import Artifacts
+
+from vibe.build.heads import train_heads
 from vibe.config import HEADS, HeadsConfig
-from vibe.heads import build_vocabularies, encode_labels, train_heads
-from vibe.index import VectorIndex
-from vibe.vectors import l2_normalize
+from vibe.models.heads import build_vocabularies, encode_labels
+from vibe.store.artifacts import Artifacts
+from vibe.store.index import VectorIndex
+from vibe.util.vectors import l2_normalize
 
 
 def _artifacts(tmp_path, n=600, flip=0.04, copies=(), seed=0):
     """An in-memory build whose embeddings carry the true item types; `flip` of the catalogue labels are then wrong."""
-    from vibe.audit import out_of_fold_columns
+    from vibe.build.heads import out_of_fold_columns
 
     rng = np.random.default_rng(seed)
     types = np.array(["Shirts", "Jeans", "Watches", "Heels", "Caps", "Belts"])
@@ -45,17 +45,44 @@ def _artifacts(tmp_path, n=600, flip=0.04, copies=(), seed=0):
     return art, set(items["id"].iloc[flipped])
 
 
-def test_out_of_fold_predictions_never_come_from_heads_that_saw_the_item():
-    from vibe.audit import fold_of
+def test_out_of_fold_predictions_never_come_from_heads_that_saw_the_item(tmp_path, monkeypatch):
+    import vibe.build.heads as fitting
 
     ids = np.arange(10_000)
-    folds = fold_of(ids, 5)
+    folds = fitting.fold_of(ids, 5)
     assert set(folds) == {0, 1, 2, 3, 4} and np.all(np.bincount(folds) > 1800)
-    assert (fold_of(ids[:100], 5) == folds[:100]).all()  # fixed by the id: the same across rebuilds
+    assert (fitting.fold_of(ids[:100], 5) == folds[:100]).all()  # fixed by the id: the same across rebuilds
+
+    # every head that predicts an item: which items it was trained on, seen from inside the audit
+    rng = np.random.default_rng(0)
+    emb = l2_normalize(rng.normal(size=(300, 32)))
+    row_of = {e.tobytes(): r for r, e in enumerate(emb)}
+    items = pd.DataFrame({h: rng.choice(["a", "b", "c"], 300) for h in HEADS})
+    vocabs = build_vocabularies(items, 5)
+    codes = encode_labels(items, vocabs)
+    seen, real_train = [], fitting.train_heads
+
+    def watched(x, *a, **k):
+        heads, info = real_train(x, *a, **k)
+        trained = {row_of[e.tobytes()] for e in x}
+        real_predict = heads.predict_proba
+
+        def predict(q):
+            seen.append((trained, {row_of[e.tobytes()] for e in np.asarray(q, np.float32)}))
+            return real_predict(q)
+
+        heads.predict_proba = predict
+        return heads, info
+
+    monkeypatch.setattr(fitting, "train_heads", watched)
+    oof = fitting.out_of_fold_columns(emb, codes, vocabs, np.arange(300) + 1000, HeadsConfig(epochs=5, patience=2))
+    assert len(seen) == 5 and set().union(*(p for _, p in seen)) == set(range(300))  # every item predicted once
+    assert all(not trained & predicted for trained, predicted in seen)  # by heads that never saw it
+    assert all(len(oof[f"oof_pred_{h}"]) == 300 for h in HEADS)
 
 
 def test_label_audit_finds_planted_flips_first(tmp_path):
-    from vibe.audit import label_problems
+    from vibe.qa.labels import label_problems
 
     art, flipped = _artifacts(tmp_path)
     table = label_problems(art, "item_type")
@@ -69,7 +96,7 @@ def test_label_audit_finds_planted_flips_first(tmp_path):
 
 
 def test_duplicate_groups_find_planted_copies_and_same_bytes(tmp_path):
-    from vibe.audit import duplicate_groups, groups_table
+    from vibe.qa.duplicates import duplicate_groups, groups_table
 
     copies = [(0, 1), (10, 11), (20, 21), (30, 31)]
     art, _ = _artifacts(tmp_path, flip=0.0, copies=copies)
@@ -83,7 +110,7 @@ def test_duplicate_groups_find_planted_copies_and_same_bytes(tmp_path):
 
 
 def test_word_search_reads_attributes_synonyms_and_name_words():
-    from vibe.search import parse
+    from vibe.search.words import parse
 
     vocabs = {"item_type": ["Tshirts", "Sports Shoes", "Casual Shoes", "Shirts", "Other"], "gender": ["Men", "Women"],
               "colour": ["White", "Navy Blue", "Red"], "season": ["Summer"], "style": ["Casual", "Sports"]}
@@ -96,8 +123,8 @@ def test_word_search_reads_attributes_synonyms_and_name_words():
 
 
 def test_word_search_ranks_items_with_the_asked_labels_first(built, tiny_encoder):
-    from vibe.artifacts import load_artifacts
-    from vibe.retrieve import Matcher
+    from vibe.search.matcher import Matcher
+    from vibe.store.artifacts import load_artifacts
 
     matcher = Matcher(load_artifacts(built[0]), tiny_encoder)
     items = matcher.art.items
@@ -112,9 +139,10 @@ def test_word_search_ranks_items_with_the_asked_labels_first(built, tiny_encoder
 
 def test_word_search_fuses_the_text_tower_when_the_backbone_has_one(tiny_clip_dir, small_catalog, tmp_path):
     from conftest import fast_build_config
+
     from vibe import Encoder
-    from vibe.bundle import load_bundle
-    from vibe.pipeline import build
+    from vibe.build.pipeline import build
+    from vibe.search.bundle import load_bundle
 
     encoder = Encoder(str(tiny_clip_dir))
     assert encoder.has_text and encoder.encode_text(["white shirt"]).shape == (1, 512)
@@ -140,3 +168,43 @@ def test_audit_and_search_commands_print_the_documented_json(built):
     assert dupes["threshold"] == 0.999 and all(len(g) >= 2 and g == sorted(g) for g in dupes["groups"])
     found = _cli("search", "white shoes men", "-k", "3", "--json", "--workdir", workdir)
     assert len(found["matches"]) == 3 and {"id", "name", "labels"} <= set(found["matches"][0])
+
+
+def test_planting_flips_labels_and_adds_retouched_copies_the_calibration_never_makes(small_catalog, tmp_path):
+    from PIL import Image
+
+    from vibe.catalog.reader import load_catalog
+    from vibe.config import CatalogConfig
+    from vibe.eval.reshoot import reupload
+    from vibe.qa.planted import plant, retouched
+
+    truth = plant(CatalogConfig(root=small_catalog), tmp_path / "planted", flip=0.05, copies=10, seed=0)
+    before, after = load_catalog(small_catalog).items.set_index("id"), load_catalog(tmp_path / "planted").items.set_index("id")
+    assert len(after) == len(before) + 10 == truth["n_items"] and len(truth["flipped"]) == round(0.05 * len(before))
+    assert all(after.at[i, "item_type"] != before.at[i, "item_type"] for i in truth["flipped"])
+    assert (after.loc[before.index.difference(truth["flipped"]), "item_type"] == before.loc[
+        before.index.difference(truth["flipped"]), "item_type"]).all()
+    for original, copy in truth["pairs"]:
+        assert copy not in before.index
+        assert all(after.at[copy, h] == before.at[original, h] for h in HEADS)  # the original's true labels
+        a = Image.open(small_catalog / before.at[original, "path"]).convert("RGB")
+        b = Image.open(tmp_path / "planted" / after.at[copy, "path"]).convert("RGB")
+        assert b.width > a.width  # saved larger: the calibration's re-uploads are only ever smaller
+        assert abs(b.width / b.height - a.width / a.height) > 0.005 or b.size != reupload(a, 1, original).size
+    assert retouched(a, 0, 1).tobytes() == retouched(a, 0, 1).tobytes()  # deterministic for (seed, key)
+
+
+def test_planted_faults_are_measured_by_what_the_audit_finds(small_catalog, tmp_path):
+    from dataclasses import replace
+
+    from conftest import fast_build_config
+
+    from vibe.qa.planted import measure
+
+    cfg = fast_build_config(small_catalog, tmp_path / "w", audit_folds=3)
+    cfg = replace(cfg, backbone="vibe-mini", quality=replace(cfg.quality, per_change=16))
+    out = measure(cfg, flip=0.05, copies=12, seed=0)
+    labels, dupes = out["labels"], out["duplicates"]
+    assert labels["flipped"] == 15 and dupes["planted"] == 12 and out["search"]["label_evidence"] is False
+    assert labels["precision_at_15"] > 0.3  # 0.47 here; chance is 0.05 (15 of 312 items are flipped)
+    assert 0 <= dupes["recall"] <= 1 and dupes["groups"] >= dupes["other_groups"]

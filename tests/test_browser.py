@@ -9,7 +9,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, SAMPLE
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -27,8 +26,8 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.g
 def sample_workdir(tmp_path_factory):
     """The shipped sample catalogue built with vibe-mini, as a newcomer without the model hub sees it (pinned: `auto`
     would download FashionCLIP where the hub is reachable, and the test would measure something else)."""
+    from vibe.build.pipeline import build
     from vibe.config import BuildConfig, CatalogConfig
-    from vibe.pipeline import build
 
     workdir = tmp_path_factory.mktemp("sample-build")
     build(BuildConfig(catalog=CatalogConfig(root=SAMPLE), backbone="vibe-mini", workdir=workdir))
@@ -107,6 +106,8 @@ def test_every_page_in_chromium(server):
             page.get_by_role("heading", name=title).first.wait_for(timeout=120_000)
             _settle(page)
             _no_error_boxes(page)
+            # served, not edited: no Deploy button or developer menu (.streamlit/config.toml, read from the repo's top)
+            assert page.get_by_text("Deploy", exact=True).count() == 0
             if path == "Find_matches":
                 photo = sorted((SAMPLE / "images").iterdir())[10]
                 page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))

@@ -2,9 +2,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import SHARED, requires_shared
-from vibe.catalog import in_holdout, load_catalog, read_styles
+
+from vibe.catalog.reader import load_catalog, read_styles
+from vibe.catalog.split import in_holdout
 from vibe.config import CatalogConfig
 from vibe.errors import VibeError
 

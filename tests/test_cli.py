@@ -1,14 +1,15 @@
 """The CLI end to end on real images with the tiny backbone: build -> find (both modes) -> eval, and its errors."""
 import json
+import re
 import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
-from vibe.catalog import load_catalog
+
+from vibe.catalog.reader import load_catalog
 from vibe.cli import main
-from vibe.config import CatalogConfig, HEADS
+from vibe.config import HEADS, CatalogConfig
 
 FAST = ["--backbone", "tiny-random", "--head-epochs", "30", "--projection-epochs", "2", "--min-class-count", "3", "--check", "8",
         "--audit-folds", "0", "--quiet"]
@@ -46,7 +47,7 @@ def test_build_find_eval(cli_built, small_catalog, capsys):
     r = scores["retrieval"]
     assert {"same", "combo", "reshoot", "neighbours"} <= set(r)
     assert all(r[m]["k"] == 3 and 0 <= r[m]["precision"] <= 1 for m in ("same", "combo"))
-    from vibe.reshoot import CHANGES
+    from vibe.eval.reshoot import CHANGES
 
     rs = r["reshoot"]
     assert rs["n_originals"] == len(outside) and rs["index_size"] == len(load_catalog(small_catalog)) and rs["k"] == 10
@@ -112,7 +113,13 @@ def test_progress_in_a_log_is_plain_lines(small_catalog, tmp_path):
     embed = [ln for ln in progress if ln.startswith("embed: ")]
     n = int(embed[0].split("/")[1])  # distinct photos of the 300 items
     assert embed[0] == f"embed: 0/{n}" and embed[-1] == f"embed: {n}/{n}" and 290 <= n <= 300 and "projection: 2/2" in progress
-    assert len(progress) < 20
+    assert f"embedding: {n} of 300 photos are new to the cache" in r.stderr  # why 300 items become n to embed
+    for stage in ("embed", "heads", "projection"):
+        done = [int(ln.split(": ")[1].split("/")[0]) for ln in progress if ln.startswith(stage + ": ")]
+        total = int(next(ln for ln in progress if ln.startswith(stage + ": ")).split("/")[1])
+        assert len(done) <= 12  # the first, each tenth, the last: a log, not a flood
+        assert all(b - a <= total // 10 + 1 for a, b in zip(done[:-2], done[1:-1]))  # no jump of more than a tenth
+    assert re.search(r"trained the heads for \d+ epochs", r.stderr)  # early stopping is said, not a leap to the end
 
 
 def test_every_command_has_help():
@@ -127,3 +134,10 @@ def test_build_with_a_curated_triplets_csv(small_catalog, tmp_path, capsys):
     csv.write_text("anchor,positive,negative\n" + "".join(f"{ids[i]},{ids[i + 1]},{ids[i + 2]}\n" for i in range(0, 60, 3)))
     assert main(["build", "--data", str(small_catalog), "--workdir", str(tmp_path / "w"), "--triplets", str(csv), *FAST]) == 0
     assert "triplets: 20 curated" in capsys.readouterr().err
+
+
+def test_an_unknown_reshoot_change_is_refused_before_any_work(cli_built, small_catalog):
+    r = _run("eval", "--data", str(small_catalog), "--subset", "holdout", "--changes", "crop,typo", "--workdir", str(cli_built))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: unknown re-shoot change(s) 'typo'") and "busy" in r.stderr
+    assert "backbone:" not in r.stderr  # refused before the catalogue, the model and the embedding pass

@@ -5,11 +5,11 @@ import io
 
 import numpy as np
 import pytest
+from conftest import SAMPLE
 from PIL import Image
 
-from conftest import SAMPLE
-from vibe.framing import frame_product
-from vibe.reshoot import CHANGES, cutout, reshoot
+from vibe.eval.reshoot import CHANGES, reshoot
+from vibe.locate.framing import cutout, frame_product
 
 
 def _product() -> Image.Image:
@@ -71,7 +71,7 @@ def test_reshoots_are_deterministic_for_a_seed_and_differ_across_seeds():
 
 
 def test_thresholds_are_the_confidence_from_which_a_head_is_right_often_enough():
-    from vibe.heads import confidence_thresholds
+    from vibe.build.calibrate import confidence_thresholds
 
     rng = np.random.default_rng(0)
     conf = rng.uniform(0.3, 1.0, 1000)
@@ -86,8 +86,8 @@ def test_thresholds_are_the_confidence_from_which_a_head_is_right_often_enough()
 
 
 def test_a_filter_whose_head_is_unsure_is_not_applied(built, tiny_encoder):
-    from vibe.artifacts import load_artifacts
-    from vibe.retrieve import Matcher
+    from vibe.search.matcher import Matcher
+    from vibe.store.artifacts import load_artifacts
 
     art = load_artifacts(built[0])
     emb = art.clip.vector(0)
@@ -97,15 +97,15 @@ def test_a_filter_whose_head_is_unsure_is_not_applied(built, tiny_encoder):
     sure = dataclasses.replace(art, metrics={**art.metrics, "filters": {"precision": 0.9, "thresholds": thresholds}})
     res = Matcher(sure, tiny_encoder).search(emb, mode="same", k=1)
     notes = {f.head: f for f in res.filter_notes}
-    assert notes["colour"].status == "skipped" and "unsure" in notes["colour"].reason
+    assert notes["colour"].status == "skipped" and "not sure enough" in notes["colour"].reason
     assert "colour" not in res.filters
     if preds["item_type"].label != "Other":
         assert notes["item_type"].applied and res.filters["item_type"] == preds["item_type"].label
 
 
 def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder):
-    from vibe.artifacts import load_artifacts
-    from vibe.retrieve import Matcher
+    from vibe.search.matcher import Matcher
+    from vibe.store.artifacts import load_artifacts
 
     matcher = Matcher(load_artifacts(built[0]), tiny_encoder)
     product = _product()
@@ -124,3 +124,29 @@ def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder)
     assert picked == int(np.argmax(scores[:, 0])) and res.query_view["picked"] == picked
     same_photo = matcher.find(matcher.art.catalog_root / matcher.art.items["path"].iat[0], k=2)
     assert "the same photo as catalogue item" in same_photo.query_view["note"]
+
+
+def test_busy_reshoots_are_cached_with_the_photos_their_backdrop_is_made_of(built, tiny_encoder, tmp_path):
+    from vibe.eval.queries import Originals, embed_reshoots
+    from vibe.eval.reshoot import backdrop_photos
+    from vibe.store.artifacts import load_artifacts
+    from vibe.store.cache import EmbeddingStore
+
+    art = load_artifacts(built[0])
+    rows = np.arange(4)
+    originals = Originals(rows=rows, ids=art.items["id"].to_numpy()[rows],
+                          paths=[art.catalog_root / p for p in art.items["path"].iloc[rows]],
+                          hashes=art.items["hash"].iloc[rows].astype(str).tolist())
+    store = EmbeddingStore(tmp_path, tiny_encoder.fingerprint, tiny_encoder.dim)
+    first = backdrop_photos(art.items, art.catalog_root, n=16)
+    later = backdrop_photos(art.items, art.catalog_root, ids=first.ids[8:])  # the catalogue changed: other backdrops
+    assert later.ids == first.ids[8:] and later.digest != first.digest
+    a = embed_reshoots(tiny_encoder, store, originals, ["busy", "crop"], 0, first)
+    n = len(store)
+    b = embed_reshoots(tiny_encoder, store, originals, ["busy", "crop"], 0, later)
+    assert len(store) > n  # the busy photos were made again and embedded, not taken from the cache
+    assert all(np.array_equal(x, y) for x, y in zip(a["crop"], b["crop"]))  # a crop has no backdrop: reused
+    assert not all(np.array_equal(x, y) for x, y in zip(a["busy"], b["busy"]))
+    assert len(store) == len(EmbeddingStore(tmp_path, tiny_encoder.fingerprint, tiny_encoder.dim))
+    embed_reshoots(tiny_encoder, store, originals, ["busy"], 0, later)
+    assert len(store) == len(EmbeddingStore(tmp_path, tiny_encoder.fingerprint, tiny_encoder.dim))  # nothing new

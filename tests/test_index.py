@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from vibe.vectors import l2_normalize
-from vibe.index import VectorIndex
+from vibe.store.index import VectorIndex
+from vibe.util.vectors import l2_normalize
 
 
 @pytest.fixture
@@ -56,10 +56,10 @@ def test_save_load_roundtrip(vectors, tmp_path):
 
 
 def test_auto_is_exact_up_to_the_limit_and_ivf_can_be_forced_with_filters_still_in_faiss(vectors, tmp_path, monkeypatch):
-    import vibe.index
+    import vibe.store.index
 
     assert VectorIndex.build(vectors).kind == "exact"
-    monkeypatch.setattr(vibe.index, "EXACT_MAX", 1000)  # the size rule, without building a 200k-vector index
+    monkeypatch.setattr(vibe.store.index, "EXACT_MAX", 1000)  # the size rule, without building a 200k-vector index
     auto = VectorIndex.build(vectors)
     assert auto.kind == "ivf" and auto.describe()["faiss"].startswith("IndexIVFScalarQuantizer")
     forced = VectorIndex.build(vectors[:500], "ivf")
@@ -81,3 +81,16 @@ def test_auto_is_exact_up_to_the_limit_and_ivf_can_be_forced_with_filters_still_
     again = VectorIndex.load(tmp_path / "ivf.faiss")
     assert again.kind == "ivf" and again.describe() == ivf.describe()
     np.testing.assert_allclose(again.vector(7), data[7], atol=0.02)  # 8-bit codes: close, not equal
+
+
+def test_a_rare_filter_on_an_ivf_index_still_gets_k_items():
+    rng = np.random.default_rng(5)
+    centres = l2_normalize(rng.normal(size=(64, 32)))
+    data = l2_normalize(centres[rng.integers(0, 64, 6000)] + rng.normal(scale=0.1, size=(6000, 32)))
+    ivf = VectorIndex.build(data, "ivf", nprobe=1)  # one inverted list looked at per query: the rare items lie elsewhere
+    allowed = np.zeros(len(data), dtype=bool)
+    allowed[rng.choice(len(data), 40, replace=False)] = True
+    for q in data[:10]:
+        rows, scores = ivf.search(q, 10, allowed)
+        assert len(rows) == 10 and allowed[rows].all() and (np.diff(scores) <= 1e-6).all()
+        assert len(set(rows) & set(brute_force(data, q, 10, allowed)[0])) >= 8  # 8-bit codes may swap near ties

@@ -3,13 +3,14 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import SAMPLE
+
 from vibe import Encoder
 from vibe.config import CatalogConfig
 from vibe.errors import VibeError
-from vibe.mini import CONFIG_FILE, MiniConfig, train_mini
-from vibe.registry import VIBE_MINI_DIR
+from vibe.models.mini import CONFIG_FILE, MiniConfig
+from vibe.models.registry import VIBE_MINI_DIR
+from vibe.train.mini import train_mini
 
 shipped = pytest.mark.skipif(not (VIBE_MINI_DIR / CONFIG_FILE).is_file(), reason="no vibe-mini checkpoint in checkpoints/")
 
@@ -91,7 +92,7 @@ def test_train_backbone_never_touches_the_shipped_checkpoint_by_default(tmp_path
 
 
 def test_a_crash_while_saving_a_checkpoint_leaves_the_old_one_whole(tmp_path, monkeypatch):
-    import vibe.mini
+    import vibe.train.mini
 
     out = tmp_path / "mini"
     cfg = MiniConfig(epochs=1, resolution=32, width=8, batch_size=64)
@@ -101,7 +102,7 @@ def test_a_crash_while_saving_a_checkpoint_leaves_the_old_one_whole(tmp_path, mo
     def crash(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(vibe.mini, "write_json", crash)  # the weights are written, then the config write fails
+    monkeypatch.setattr(vibe.train.mini, "write_json", crash)  # the weights are written, then the config write fails
     with pytest.raises(VibeError, match="No space left on device.*untouched"):
         train_mini(CatalogConfig(root=SAMPLE, limit=100), out, MiniConfig(epochs=1, resolution=32, width=8, batch_size=64, seed=1))
     assert _digest(out) == before

@@ -3,11 +3,12 @@ import errno
 
 import numpy as np
 import pytest
-
 from conftest import fast_build_config
-from vibe.artifacts import load_artifacts
-from vibe.retrieve import Matcher, outfit_order
-from vibe.rules import COMPLETES
+
+from vibe.catalog.rules import COMPLETES
+from vibe.search.matcher import Matcher
+from vibe.search.outfit import outfit_order
+from vibe.store.artifacts import load_artifacts
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +39,14 @@ def test_combo_never_returns_the_querys_own_slot_and_answers_as_an_outfit(matche
     assert {"top", "footwear"} <= seen_slots
 
 
-def test_a_random_style_space_scores_near_one_half_and_a_trained_one_higher(built):
+def test_a_random_style_space_scores_near_one_half_and_a_trained_one_higher(built, built_mini):
     import dataclasses
 
-    from vibe.index import VectorIndex
-    from vibe.projection import Compatibility, ProjectionHead
-    from vibe.quality import style_space_report, style_triplets, triplet_accuracy
-    from vibe.vectors import l2_normalize
+    from vibe.catalog.rules import Compatibility
+    from vibe.eval.ranking import style_space_report, style_triplets, triplet_accuracy
+    from vibe.models.style import ProjectionHead
+    from vibe.store.index import VectorIndex
+    from vibe.util.vectors import l2_normalize
 
     art = load_artifacts(built[0])
     rng = np.random.default_rng(0)
@@ -62,14 +64,20 @@ def test_a_random_style_space_scores_near_one_half_and_a_trained_one_higher(buil
     assert triplet_accuracy(informed, triplets) > 0.8
     report = style_space_report(dataclasses.replace(art, style=VectorIndex.build(informed)), np.arange(len(art.items)))
     assert report["triplet_accuracy"]["style"] > 0.8 and abs(report["triplet_accuracy"]["random"] - 0.5) < 0.1
+    # and the style space a build trains, on vibe-mini's embeddings, scored on its held-out items it never trained on
+    trained = load_artifacts(built_mini[0])
+    held = np.flatnonzero((trained.items["split"] == "heldout").to_numpy())
+    report = style_space_report(trained, held)
+    accuracy = report["triplet_accuracy"]
+    assert report["n_triplets"] > 50 and accuracy["style"] > accuracy["random"] + 0.15, accuracy
 
 
 def test_a_mark_survives_a_crash_mid_write_and_trains_the_next_build(small_catalog, tmp_path, monkeypatch):
     import shutil
 
-    import vibe.fsutil
-    from vibe.curation import GOES, read_marks, record_mark
-    from vibe.pipeline import build
+    import vibe.util.files
+    from vibe.build.pipeline import build
+    from vibe.catalog.marks import GOES, read_marks, record_mark
 
     catalog = tmp_path / "cat"
     shutil.copytree(small_catalog, catalog)
@@ -87,7 +95,7 @@ def test_a_mark_survives_a_crash_mid_write_and_trains_the_next_build(small_catal
     def crash(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(vibe.fsutil.os, "replace", crash)  # the new file is written, then the rename fails
+    monkeypatch.setattr(vibe.util.files.os, "replace", crash)  # the new file is written, then the rename fails
     from vibe.errors import VibeError
 
     with pytest.raises(VibeError, match="No space left on device.*earlier marks are as they were"):
@@ -104,3 +112,23 @@ def test_a_mark_survives_a_crash_mid_write_and_trains_the_next_build(small_catal
     assert any("2 from merchandisers' marks" in line for line in logs)
     assert load_artifacts(workdir).manifest["training"]["projection"]["curated_marks"] == 2
     assert result.n_items == len(items)
+
+
+def test_reversing_a_mark_keeps_the_latest_and_never_puts_one_item_twice_in_a_triplet(built, tmp_path):
+    from vibe.catalog.marks import curated_triplets, read_marks, record_mark
+
+    items = load_artifacts(built[0]).items
+    top = int(items["id"][items["slot"] == "top"].iat[0])
+    x, y = (int(i) for i in items["id"][items["slot"] == "bottom"].iloc[:2])
+    record_mark(tmp_path, items, top, x, True, "asha")
+    assert record_mark(tmp_path, items, top, y, False, "asha")["positive"] == str(x)  # her "goes with" completes it
+    changed = record_mark(tmp_path, items, top, x, False, "ravi")  # x does not go with the top after all
+    assert changed["negative"] == str(x) and changed["positive"] not in (str(x), str(top))
+    triplets, skipped = curated_triplets(tmp_path, items)
+    ids = items["id"].to_numpy()
+    named = [[int(ids[r]) for r in t] for t in triplets]
+    assert skipped == 0 and len(named) == 2  # one triplet per (anchor, item) in force: the latest mark on x, and y's
+    assert all(len(set(t)) == 3 for t in named)
+    assert all(t[1] != x for t in named)  # the reversed "goes with" trains nothing any more
+    assert sorted(t[2] for t in named) == sorted([x, y])
+    assert len(read_marks(tmp_path)) == 3  # the file keeps every mark, as history

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SAMPLE
+
 from vibe.errors import VibeError
-from vibe.store import EmbeddingStore, embed_files
+from vibe.store.cache import EmbeddingStore, embed_files
 
 ray = pytest.importorskip("ray", reason="Ray is the optional scale extra (pip install -r requirements-scale.txt)")
 
@@ -22,15 +22,15 @@ def _die_in_some_batches():
     call in each worker process, for photos listed in $VIBE_TEST_DIE_ON,
     kills the process (as an OOM kill or a lost node would) - once per photo if $VIBE_TEST_DIE_ONCE names a folder
     where it leaves a mark, else every time."""
-    import vibe.ray_engine as engine
+    import vibe.build.ray_engine as engine
 
     if os.environ.get("VIBE_TEST_NO_BACKBONE"):  # a worker that would load the backbone itself fails loudly
-        import vibe.backbone
+        import vibe.models.encoder
 
         def refuse(name):
             raise RuntimeError(f"the worker loaded the backbone {name!r}")
 
-        vibe.backbone.load_parts = refuse
+        vibe.models.encoder.load_parts = refuse
     poison = set(filter(None, os.environ.get("VIBE_TEST_DIE_ON", "").split("|")))
     marks = os.environ.get("VIBE_TEST_DIE_ONCE")
     original = engine.EmbedActor.__call__
@@ -79,7 +79,7 @@ def _photos(tmp_path: Path, n: int) -> list[Path]:
 
 
 def test_ray_gives_the_local_vectors_and_survives_a_worker_death(local_ray, tiny_encoder, tmp_path):
-    from vibe.ray_engine import embed_on_ray
+    from vibe.build.ray_engine import embed_on_ray
 
     paths = _photos(tmp_path, 40)
     marks = tmp_path / "marks"
@@ -105,7 +105,7 @@ def test_ray_gives_the_local_vectors_and_survives_a_worker_death(local_ray, tiny
 
 
 def test_a_worker_that_keeps_dying_ends_with_one_error_and_keeps_what_was_saved(local_ray, tiny_encoder, tmp_path):
-    from vibe.ray_engine import embed_on_ray
+    from vibe.build.ray_engine import embed_on_ray
 
     paths = _photos(tmp_path, 24)
     _start({"VIBE_TEST_DIE_ON": paths[-1].name})  # the last batch kills its worker every time it is tried
@@ -123,8 +123,8 @@ def test_a_worker_that_keeps_dying_ends_with_one_error_and_keeps_what_was_saved(
 
 
 def test_on_the_int8_runtime_workers_run_the_drivers_model_without_loading_the_backbone(local_ray, tiny_clip_dir, tmp_path):
-    from vibe.backbone import Encoder
-    from vibe.ray_engine import embed_on_ray
+    from vibe.build.ray_engine import embed_on_ray
+    from vibe.models.encoder import Encoder
 
     encoder = Encoder(str(tiny_clip_dir), precision="int8")
     paths = _photos(tmp_path, 16)

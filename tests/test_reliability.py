@@ -6,18 +6,17 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, fast_build_config
 from PIL import Image
 
-from conftest import REPO, fast_build_config
-from vibe.artifacts import load_artifacts
-from vibe.bundle import current_build_id
 from vibe.errors import VibeError
-from vibe.images import ImageError, load_image
+from vibe.search.bundle import current_build_id
+from vibe.store.artifacts import load_artifacts
+from vibe.util.images import ImageError, load_image
 
 
 def _jpeg(im: Image.Image, **kw) -> bytes:
@@ -100,14 +99,14 @@ def test_animated_images_use_the_first_frame(fmt):
 
 
 def test_an_image_over_the_projects_pixel_limit_is_refused_before_decoding(tmp_path):
-    from vibe.images import MAX_PIXELS
+    from vibe.util.images import MAX_PIXELS
 
     big = tmp_path / "big.png"
     side = 7100  # 50.4 MP: over the project's 40 MP limit, under Pillow's own bomb threshold (89 MP)
     Image.new("RGB", (side, side), (250, 250, 250)).save(big)  # 151 MB of pixels, a few hundred kB of PNG
     assert MAX_PIXELS < side * side < Image.MAX_IMAGE_PIXELS  # Pillow alone would decode it: the limit is ours
     # VmHWM: this process's own peak (ru_maxrss would include the pytest parent's, inherited across exec)
-    code = ("import re, sys\nfrom vibe.images import load_image, ImageError\n"
+    code = ("import re, sys\nfrom vibe.util.images import load_image, ImageError\n"
             "try:\n    load_image(sys.argv[1])\nexcept ImageError as e:\n    print('refused:', e)\n"
             "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n")
     r = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -120,10 +119,10 @@ def test_a_pickled_checkpoint_never_runs(tmp_path, tiny_clip_dir):
     import shutil
 
     from vibe import Encoder
-    from vibe.heads import load_heads
-    from vibe.mini import CONFIG_FILE, WEIGHTS_FILE
-    from vibe.projection import load_projection
-    from vibe.registry import VIBE_MINI_DIR
+    from vibe.models.heads import load_heads
+    from vibe.models.mini import CONFIG_FILE, WEIGHTS_FILE
+    from vibe.models.registry import VIBE_MINI_DIR
+    from vibe.models.style import load_projection
 
     marker = tmp_path / "pwned"
 
@@ -190,7 +189,7 @@ def test_a_second_build_is_refused_while_one_runs(built, small_catalog):
 # Run in a child process: a build with a fault-injection point that announces itself on stdout, then waits to be killed.
 KILL_CHILD = """
 import sys, time, pathlib
-import vibe.store
+import vibe.store.cache
 from vibe.cli import main
 
 where = sys.argv[1]
@@ -198,15 +197,15 @@ def pause(tag):
     print(tag, flush=True)
     time.sleep(600)
 if where == "embedding":  # after two shards of 60 embeddings are saved, before the rest
-    vibe.store.CHUNK = 60
-    real_add = vibe.store.EmbeddingStore.add
+    vibe.store.cache.CHUNK = 60
+    real_add = vibe.store.cache.EmbeddingStore.add
     calls = []
     def add(self, keys, emb):
         real_add(self, keys, emb)
         calls.append(1)
         if len(calls) == 2:
             pause("CACHED")
-    vibe.store.EmbeddingStore.add = add
+    vibe.store.cache.EmbeddingStore.add = add
 elif where == "publish":  # the new build folder is in builds/, `current` not yet switched
     real_symlink = pathlib.Path.symlink_to
     def symlink_to(self, target, *a):
@@ -214,19 +213,19 @@ elif where == "publish":  # the new build folder is in builds/, `current` not ye
         pause("PUBLISHING")
     pathlib.Path.symlink_to = symlink_to
 elif where == "training":
-    import vibe.pipeline
-    real_train = vibe.pipeline.train_projection
+    import vibe.build.pipeline
+    real_train = vibe.build.pipeline.train_projection
     def train(*a, **k):
         pause("TRAINING")
-    vibe.pipeline.train_projection = train
+    vibe.build.pipeline.train_projection = train
 main(sys.argv[2:])
 """
 
 
 @pytest.mark.parametrize("where, marker", [("training", "TRAINING"), ("publish", "PUBLISHING"), ("embedding", "CACHED")])
 def test_kill_9_mid_build_keeps_the_previous_build_and_the_next_build_starts(small_catalog, tmp_path, where, marker):
-    from vibe.pipeline import build
-    from vibe.store import EmbeddingStore
+    from vibe.build.pipeline import build
+    from vibe.store.cache import EmbeddingStore
 
     workdir = tmp_path / "w"
     catalog = tmp_path / "cat"
@@ -249,10 +248,9 @@ def test_kill_9_mid_build_keeps_the_previous_build_and_the_next_build_starts(sma
     art = load_artifacts(workdir)  # every file still matches its manifest
     assert len(art.items) == 100
     from vibe import Encoder
-
-    from vibe.catalog import load_catalog
+    from vibe.catalog.reader import load_catalog
     from vibe.config import CatalogConfig
-    from vibe.fsutil import content_hash
+    from vibe.util.files import content_hash
 
     encoder = Encoder("tiny-random")
     photos = {content_hash((catalog / p).read_bytes()) for p in load_catalog(CatalogConfig(root=catalog, limit=300)).items["path"]}
@@ -272,7 +270,7 @@ def test_disk_full_while_writing_keeps_the_previous_build(built, small_catalog, 
 
     import faiss
 
-    from vibe.pipeline import build
+    from vibe.build.pipeline import build
 
     workdir = tmp_path / "w"
     shutil.copytree(built[0], workdir, symlinks=True)

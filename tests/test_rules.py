@@ -1,7 +1,7 @@
 """Domain rules live in one place (vibe/rules.py); these pin them for retrieval, mining and evaluation alike."""
 import numpy as np
 
-from vibe.rules import QueryFilter, gender_compatible, relax_order
+from vibe.catalog.rules import QueryFilter, gender_compatible, relax_order
 
 
 def test_gender_compatibility_is_one_rule_for_labels_and_arrays():
@@ -24,7 +24,7 @@ def test_filters_relax_least_confident_first_and_ties_by_priority():
 
 
 def test_outfit_slots_come_from_the_catalogue_and_never_complete_themselves():
-    from vibe.rules import COMPLETES, completes, item_slot
+    from vibe.catalog.rules import COMPLETES, completes, item_slot
 
     assert item_slot("Topwear", "Kurtas") == item_slot("Topwear", "Kurtis") == item_slot("Topwear", "Tshirts") == "top"
     assert item_slot("Topwear", "Jackets") == "layer" and item_slot("Topwear", "Dupatta") == "scarf"
@@ -40,7 +40,7 @@ def test_outfit_slots_come_from_the_catalogue_and_never_complete_themselves():
 
 
 def test_goes_with_is_slot_usage_gender_and_season():
-    from vibe.rules import goes_with
+    from vibe.catalog.rules import goes_with
 
     shirt = {"slot": "top", "style": "Casual", "gender": "Men", "season": "Summer"}
     jeans = {"slot": "bottom", "style": "Casual", "gender": "Men", "season": "Summer"}
@@ -53,7 +53,7 @@ def test_goes_with_is_slot_usage_gender_and_season():
 
 
 def test_only_opposite_seasons_clash():
-    from vibe.rules import seasons_compatible
+    from vibe.catalog.rules import seasons_compatible
 
     assert seasons_compatible("Winter", "Fall") and seasons_compatible("Winter", "Spring")
     assert not seasons_compatible("Winter", "Summer") and not seasons_compatible("Spring", "Fall")

@@ -9,7 +9,7 @@ __all__ = ["Encoder", "VibeError", "__version__"]
 def __getattr__(name):
     # `from vibe import Encoder` without importing torch for every `import vibe.<light module>`
     if name == "Encoder":
-        from .backbone import Encoder
+        from .models.encoder import Encoder
 
         return Encoder
     raise AttributeError(name)

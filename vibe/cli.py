@@ -6,21 +6,38 @@ import json
 import sys
 from pathlib import Path
 
-from .config import (ENGINES, HEADS, INDEX_KINDS, PRECISIONS, BuildConfig, CatalogConfig, HeadsConfig, ProjectionConfig,
-                     QualityConfig, default_backbone, default_workdir)
+from .config import (
+    ENGINES,
+    HEADS,
+    INDEX_KINDS,
+    PRECISIONS,
+    BuildConfig,
+    CatalogConfig,
+    HeadsConfig,
+    ProjectionConfig,
+    QualityConfig,
+    default_backbone,
+    default_workdir,
+)
 from .errors import VibeError
+
+
+def _given(**values) -> dict:
+    """The options the user gave: a config's own defaults fill the rest (argparse repeats none of them)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _catalog_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--data", type=Path, required=required, help="catalogue folder: styles.csv + images/{id}.jpg")
-    p.add_argument("--subset", choices=("all", "train", "holdout"), default="all",
-                   help="a deterministic split by item id: build on 'train', evaluate on 'holdout' (default: all)")
-    p.add_argument("--holdout-fraction", type=float, default=0.2, help="share of items in the holdout subset (default 0.2)")
+    p.add_argument("--subset", choices=("all", "train", "holdout"), default=None,
+                   help=f"a deterministic split by item id: build on 'train', evaluate on 'holdout' (default: {CatalogConfig.subset})")
+    p.add_argument("--holdout-fraction", type=float, default=None,
+                   help=f"share of items in the holdout subset (default {CatalogConfig.holdout_fraction})")
     p.add_argument("--limit", type=int, default=None, help="use at most N items (smoke runs)")
 
 
 def _catalog_config(a) -> CatalogConfig:
-    return CatalogConfig(root=a.data, subset=a.subset, holdout_fraction=a.holdout_fraction, limit=a.limit)
+    return CatalogConfig(**_given(root=a.data, subset=a.subset, holdout_fraction=a.holdout_fraction, limit=a.limit))
 
 
 def _workdir(p: argparse.ArgumentParser) -> None:
@@ -50,24 +67,25 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--backbone", default=None, help=f"auto | fashion-clip | vibe-mini | tiny-random | a Hugging Face CLIP id | a local folder (default {default_backbone()}: FashionCLIP if it can be loaded, else vibe-mini)")
     _workdir(b)
     b.add_argument("--triplets", type=Path, default=None, help="curated anchor,positive,negative CSV (item ids); default: mined from labels")
-    b.add_argument("--min-class-count", type=int, default=10, help="classes rarer than this merge into 'Other' (default 10)")
-    b.add_argument("--head-epochs", type=int, default=HeadsConfig.epochs, help=f"max epochs of the heads (early stopping; default {HeadsConfig.epochs})")
-    b.add_argument("--projection-epochs", type=int, default=ProjectionConfig.epochs, help=f"default {ProjectionConfig.epochs}")
-    b.add_argument("--precision", choices=PRECISIONS, default="auto",
+    b.add_argument("--min-class-count", type=int, default=None,
+                   help=f"classes rarer than this merge into 'Other' (default {HeadsConfig.min_class_count})")
+    b.add_argument("--head-epochs", type=int, default=None, help=f"max epochs of the heads (early stopping; default {HeadsConfig.epochs})")
+    b.add_argument("--projection-epochs", type=int, default=None, help=f"default {ProjectionConfig.epochs}")
+    b.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="how a CLIP backbone runs: auto (the fastest this CPU measures with cosine >= 0.99 to fp32; default), "
                         "fp32, bf16 (native bf16 CPUs), int8 (ONNX Runtime)")
-    b.add_argument("--index", choices=INDEX_KINDS, default="auto",
+    b.add_argument("--index", choices=INDEX_KINDS, default=None,
                    help="FAISS index: exact, ivf (IVF-SQ8, approximate), or auto (exact up to 200,000 items; default)")
-    b.add_argument("--engine", choices=ENGINES, default="local",
-                   help="where images are embedded: here, or on Ray (pip install -r requirements-scale.txt)")
+    b.add_argument("--engine", choices=ENGINES, default=None,
+                   help="where images are embedded: here (default), or on Ray (pip install -r requirements-scale.txt)")
     b.add_argument("--ray-address", default=None, help="a Ray cluster: ray://HOST:10001, or auto (default: a local Ray)")
-    b.add_argument("--ray-workers", type=int, default=2, help="embedding actors on Ray (default 2)")
-    b.add_argument("--audit-folds", type=int, default=HeadsConfig.audit_folds, metavar="K",
+    b.add_argument("--ray-workers", type=int, default=None, help=f"embedding actors on Ray (default {BuildConfig.ray_workers})")
+    b.add_argument("--audit-folds", type=int, default=None, metavar="K",
                    help=f"out-of-fold heads for the label audit (default {HeadsConfig.audit_folds}; 0: no audit)")
-    b.add_argument("--check", type=int, default=QualityConfig.per_change, metavar="N",
+    b.add_argument("--check", type=int, default=None, metavar="N",
                    help=f"the build's own ranking check: N held-out photos re-shot per change (default {QualityConfig.per_change}; 0: none)")
-    b.add_argument("--batch-size", type=int, default=32)
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--batch-size", type=int, default=None, help=f"default {BuildConfig.batch_size}")
+    b.add_argument("--seed", type=int, default=None, help=f"default {BuildConfig.seed}")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
 
     f = sub.add_parser("find", help="predicted attributes and the k best matches for an image",
@@ -89,7 +107,7 @@ def parser() -> argparse.ArgumentParser:
                                    "saved beside the build, for the dashboard.")
     _catalog_args(e, required=True)
     e.add_argument("-k", "--k", dest="k", type=int, default=5, help="matches per query for the filter precision (default 5)")
-    e.add_argument("--seed", type=int, default=0, help="seed of the re-shot photos (default 0)")
+    e.add_argument("--seed", type=int, default=None, help=f"seed of the re-shot photos (default {QualityConfig.seed})")
     e.add_argument("--changes", default=None, help="comma-separated re-shoot changes (default: all)")
     e.add_argument("--backbone", default=None, help="default: the backbone the index was built with")
     e.add_argument("--json", action="store_true", help="print the scores as JSON")
@@ -102,7 +120,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resolution", type=int, default=None, help="input side in pixels (default from MiniConfig)")
 
     sg = sub.add_parser("train-segmenter", help="train the product segmenter that cuts products out of busy query photos",
-                        description="Train the product segmenter (a small U-Net, vibe.segment) on a catalogue's studio shots, "
+                        description="Train the product segmenter (a small U-Net, vibe.locate.segment) on a catalogue's studio shots, "
                                     "cut out by their white backdrop and pasted on other backdrops; saved as safetensors.")
     _training_args(sg, "segmenters/segmenter", "checkpoints/segmenter", "SegmenterConfig")
 
@@ -154,7 +172,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _progress(quiet: bool = False):
-    from .progress import TqdmProgress
+    from .util.progress import TqdmProgress
 
     return TqdmProgress(enabled=not quiet)
 
@@ -164,7 +182,7 @@ def _say(line: str) -> None:
 
 
 def _load(workdir: Path, backbone: str | None):
-    from .bundle import load_bundle
+    from .search.bundle import load_bundle
 
     bundle = load_bundle(workdir, backbone=backbone)
     if bundle.encoder.note:
@@ -175,14 +193,14 @@ def _load(workdir: Path, backbone: str | None):
 
 
 def cmd_build(a) -> int:
-    from .pipeline import build
+    from .build.pipeline import build
 
-    cfg = BuildConfig(catalog=_catalog_config(a), backbone=a.backbone or default_backbone(), workdir=a.workdir or default_workdir(),
-                      precision=a.precision, index=a.index, engine=a.engine, ray_address=a.ray_address, ray_workers=a.ray_workers,
-                      batch_size=a.batch_size, seed=a.seed, heads=HeadsConfig(min_class_count=a.min_class_count, epochs=a.head_epochs,
-                                                                                   audit_folds=a.audit_folds),
-                      projection=ProjectionConfig(triplets_csv=a.triplets, epochs=a.projection_epochs),
-                      quality=QualityConfig(per_change=a.check))
+    cfg = BuildConfig(catalog=_catalog_config(a), **_given(
+        backbone=a.backbone, workdir=a.workdir, precision=a.precision, index=a.index, engine=a.engine,
+        ray_address=a.ray_address, ray_workers=a.ray_workers, batch_size=a.batch_size, seed=a.seed),
+        heads=HeadsConfig(**_given(min_class_count=a.min_class_count, epochs=a.head_epochs, audit_folds=a.audit_folds)),
+        projection=ProjectionConfig(**_given(triplets_csv=a.triplets, epochs=a.projection_epochs)),
+        quality=QualityConfig(**_given(per_change=a.check)))
     progress = _progress(a.quiet)
     result = build(cfg, progress=progress, log=_say)
     progress.close()
@@ -194,7 +212,9 @@ def cmd_find(a) -> int:
     if (a.image is None) == (a.item is None):
         raise VibeError("Give an image file or --item ID (one of them).")
     if a.image is not None:
-        from .images import load_image  # light: a bad file fails here, before torch, FAISS or the model load
+        from .util.images import (
+            load_image,  # light: a bad file fails here, before torch, FAISS or the model load
+        )
 
         load_image(a.image)
     bundle = _load(a.workdir or default_workdir(), a.backbone)
@@ -210,7 +230,7 @@ def cmd_find(a) -> int:
     print(f"{res.mode} mode, filters: {', '.join(f'{h}={v}' for h, v in res.filters.items()) or 'none'}")
     for f in res.filter_notes:
         if not f.applied:
-            print(f"  not applied: {f.head}={f.value} ({f.status}: {f.reason})")
+            print(f"  not applied: {f.head}={f.value} ({f.status}: {f.reason}; {f.detail})")
     if res.query_slot:
         print(f"outfit around a {res.query_slot['slot']} (from {res.query_slot['how']}): "
               + (", ".join(f"{slot} ({len(options)})" for slot, options in res.outfit.items()) or "this slot completes no outfit"))
@@ -221,16 +241,16 @@ def cmd_find(a) -> int:
 
 
 def cmd_eval(a) -> int:
-    from .catalog import load_catalog
-    from .evaluate import evaluate, save_report
+    from .catalog.reader import load_catalog
+    from .eval.evaluate import evaluate, save_report
 
     workdir = a.workdir or default_workdir()
-    catalog = load_catalog(_catalog_config(a))  # a wrong folder or an empty subset fails before the model loads
+    quality = QualityConfig(**_given(seed=a.seed, changes=tuple(c.strip() for c in a.changes.split(",")) if a.changes else None))
+    catalog = load_catalog(_catalog_config(a))  # a wrong folder, an empty subset or a bad option fails before the model loads
     bundle = _load(workdir, a.backbone)
     art, encoder = bundle.artifacts, bundle.encoder
     for line in catalog.report.lines():
         _say(line)
-    quality = QualityConfig(seed=a.seed, changes=tuple(c.strip() for c in a.changes.split(",")) if a.changes else None)
     progress = _progress(a.json)
     scores, extra = evaluate(art, encoder, catalog, workdir, k=a.k, batch_size=a.batch_size, quality=quality, progress=progress)
     progress.close()
@@ -262,7 +282,7 @@ def cmd_eval(a) -> int:
 
 
 def _excluded_ids(folders) -> set[int]:
-    from .catalog import read_styles
+    from .catalog.reader import read_styles
 
     ids: set[int] = set()
     for folder in folders:
@@ -274,7 +294,8 @@ def cmd_train_segmenter(a) -> int:
     from dataclasses import replace
     from datetime import datetime, timezone
 
-    from .segment import SegmenterConfig, train_segmenter
+    from .locate.segment import SegmenterConfig
+    from .train.segmenter import train_segmenter
 
     cfg = SegmenterConfig() if a.epochs is None else replace(SegmenterConfig(), epochs=a.epochs)
     out = a.out or (a.workdir or default_workdir()) / "segmenters" / f"segmenter-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
@@ -290,7 +311,7 @@ def cmd_train_backbone(a) -> int:
     from dataclasses import replace
     from datetime import datetime, timezone
 
-    from .mini import MiniConfig, train_mini
+    from .train.mini import MiniConfig, train_mini
 
     cfg = MiniConfig()
     cfg = replace(cfg, **{k: v for k, v in (("epochs", a.epochs), ("resolution", a.resolution)) if v is not None})
@@ -309,18 +330,21 @@ def cmd_train_backbone(a) -> int:
 def cmd_bench(a) -> int:
     from dataclasses import replace
 
-    from .bench import KEYS, BenchConfig, run
+    from .bench.run import KEYS, BenchConfig, run
 
     cfg = BenchConfig.quick() if a.quick else BenchConfig()
-    cfg = replace(cfg, **{k: v for k, v in (("backbone", a.backbone), ("data", a.data)) if v is not None})
+    cfg = replace(cfg, **_given(backbone=a.backbone, data=a.data))
     progress = _progress(False)
-    result = run(cfg, progress=progress)
+    result = run(cfg, progress=progress, say=_say)  # each figure is said (stderr) as soon as it is measured
     progress.close()
     if a.json:
-        print(json.dumps({**{k: result[k] for k in (*KEYS, "machine")}, "details": result["details"]}, default=str))
+        print(json.dumps(result, default=str))
         return 0
     for k in KEYS:
-        print(f"{k:<34} {result[k]:.4g}")
+        value = result[k]
+        print(f"{k:<34} {value:.4g}" if value is not None else f"{k:<34} (not measured)")
+    for name, why in {**result["skipped"], **result["failed"]}.items():
+        print(f"{name}: {'skipped' if name in result['skipped'] else 'failed'}: {why}")
     print(json.dumps(result["machine"]))
     print(json.dumps(result["details"], default=str))
     return 0
@@ -341,10 +365,11 @@ def cmd_search(a) -> int:
 
 
 def cmd_audit(a) -> int:
-    from .audit import default_duplicate_threshold, duplicate_groups, label_problems
+    from .qa.duplicates import default_duplicate_threshold, duplicate_groups
+    from .qa.labels import label_problems
 
     if a.audit == "planted":
-        from .planted import measure
+        from .qa.planted import measure
 
         cfg = BuildConfig(catalog=_catalog_config(a), backbone=a.backbone or default_backbone(),
                           workdir=a.workdir or default_workdir() / "planted")
@@ -376,7 +401,7 @@ def cmd_audit(a) -> int:
 
 
 def cmd_status(a) -> int:
-    from .artifacts import status
+    from .store.artifacts import status
 
     st = status(a.workdir or default_workdir())
     print(json.dumps(st, indent=2, default=str))

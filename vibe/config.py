@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import VibeError
@@ -21,9 +21,11 @@ ATTRIBUTES: dict[str, str] = {
 }
 HEADS = tuple(ATTRIBUTES)
 OTHER = "Other"
-PRECISIONS = ("auto", "fp32", "bf16", "int8")  # how a CLIP backbone runs (vibe.runtime); auto measures which is fastest
-INDEX_KINDS = ("auto", "exact", "ivf")  # FAISS index (vibe.index); auto: exact up to vibe.index.EXACT_MAX items
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # how a CLIP backbone runs (vibe.models.runtime); auto measures which is fastest
+INDEX_KINDS = ("auto", "exact", "ivf")  # FAISS index (vibe.store.index); auto: exact up to vibe.store.index.EXACT_MAX items
 ENGINES = ("local", "ray")  # where images are embedded
+# the re-shoot changes of vibe.eval.reshoot.CHANGES (named here so that a config can be checked before any work)
+RESHOOT_CHANGES = ("crop", "smaller", "tinted", "busy", "rotate", "light", "jpeg", "downscale", "mixed")
 
 
 def default_workdir() -> Path:
@@ -109,10 +111,10 @@ class ProjectionConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    """The ranking checks (vibe.quality): re-shot photos finding their own item, unfiltered neighbour precision; and the
+    """The ranking checks (vibe.eval.ranking): re-shot photos finding their own item, unfiltered neighbour precision; and the
     confidence from which a head's prediction filters `same`-mode results."""
 
-    changes: tuple[str, ...] | None = None  # re-shoot changes (vibe.reshoot.CHANGES); None: all of them
+    changes: tuple[str, ...] | None = None  # re-shoot changes (vibe.eval.reshoot.CHANGES); None: all of them
     seed: int = 0
     k: int = 10  # ranks looked at: recall@1, recall@5, MRR@k
     per_change: int = 50  # a build's own check: held-out photos re-shot per change (0: no check)
@@ -120,6 +122,10 @@ class QualityConfig:
     same_photo_precision: float = 0.98  # a photo this close passes same mode's filters: its own item this often
 
     def __post_init__(self):
+        unknown = [c for c in self.changes or () if c not in RESHOOT_CHANGES]
+        _check(not unknown, f"unknown re-shoot change(s) {', '.join(map(repr, unknown))}: use "
+                            f"{_either(RESHOOT_CHANGES)}.")
+        _check(self.changes is None or len(self.changes) > 0, "changes must name at least one re-shoot change.")
         _check(self.k >= 5, "k must be at least 5 (recall@5 is reported).")
         _check(self.per_change >= 0, "per_change must be 0 or more.")
         _check(0.5 <= self.filter_precision < 1.0, "filter_precision must be between 0.5 and 1.")
@@ -127,13 +133,13 @@ class QualityConfig:
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Everything `vibe.pipeline.build` needs."""
+    """Everything `vibe.build.pipeline.build` needs."""
 
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     backbone: str = field(default_factory=default_backbone)
     workdir: Path = field(default_factory=default_workdir)
-    precision: str = "auto"  # the encoder's runtime: auto (fastest measured here, vibe.runtime) | fp32 | bf16 | int8
-    index: str = "auto"  # exact | ivf | auto: exact FAISS search up to vibe.index.EXACT_MAX items, IVF-SQ8 beyond
+    precision: str = "auto"  # the encoder's runtime: auto (fastest measured here, vibe.models.runtime) | fp32 | bf16 | int8
+    index: str = "auto"  # exact | ivf | auto: exact FAISS search up to vibe.store.index.EXACT_MAX items, IVF-SQ8 beyond
     engine: str = "local"  # local | ray: where images are embedded (both write the same cache)
     ray_address: str | None = None  # a Ray cluster (`ray://host:10001` or `auto`); None: a local Ray
     ray_workers: int = 2  # embedding actors
@@ -150,3 +156,29 @@ class BuildConfig:
         _check(self.index in INDEX_KINDS, f"index must be {_either(INDEX_KINDS)}, not {self.index!r}.")
         _check(self.engine in ENGINES, f"engine must be {_either(ENGINES)}, not {self.engine!r}.")
         _check(self.ray_workers >= 1, "ray_workers must be at least 1.")
+
+
+def build_config_from_record(record: dict, **changes) -> BuildConfig:
+    """The BuildConfig a manifest recorded (`recorded_config`), with `changes` (top-level fields, or a nested
+    dataclass replaced whole): a rebuild that repeats the current build exactly unless something is changed on purpose.
+    Fields a newer version added take their defaults; fields an older version had and this one lacks are dropped."""
+    from dataclasses import fields
+
+    def make(cls, values: dict):
+        known = {f.name: f for f in fields(cls)}
+        kwargs = {}
+        for name, value in (values or {}).items():
+            if name not in known:
+                continue
+            if name == "catalog":
+                value = make(CatalogConfig, value)
+            elif name in ("heads", "projection", "quality"):
+                value = make({"heads": HeadsConfig, "projection": ProjectionConfig, "quality": QualityConfig}[name], value)
+            elif name in ("root", "workdir", "triplets_csv") and value is not None:
+                value = Path(value)
+            elif name == "changes" and value is not None:
+                value = tuple(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    return replace(make(BuildConfig, record), **changes)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from vibe.rules import COMPLETES
-from vibe.curation import read_marks, record_mark
+from vibe.catalog.marks import read_marks, record_mark
+from vibe.catalog.rules import COMPLETES
 from vibe.errors import VibeError
-from vibe.retrieve import FindResult, Match
+from vibe.search.results import FindResult, Match
 
 
 def _mark(root: Path, items, anchor: int, item: int, goes: bool) -> None:
@@ -21,9 +21,9 @@ def _mark(root: Path, items, anchor: int, item: int, goes: bool) -> None:
         st.session_state["mark_message"] = ("error", str(e))
 
 
-def _card(m: Match, root: Path, items, anchor: int | None, key: str) -> None:
+def _card(m: Match, rank: int, root: Path, items, anchor: int | None, key: str) -> None:
     with st.container(border=True):
-        st.caption(f"**{m.slot}**")
+        st.caption(f"**#{rank} · {m.slot}**")
         path = Path(root) / m.path
         if path.is_file():
             st.image(str(path), width="stretch")
@@ -41,8 +41,9 @@ def outfit_board(result: FindResult, root: Path, items, anchor: int | None, prev
     """The board: the best option of every slot, alternatives per slot in an expander, the marks on every card."""
     slot = result.query_slot or {}
     st.subheader(f"Outfit around this {slot.get('slot', 'item')}")
-    st.caption(f"Its slot comes from {slot.get('how', '?')}. Each card is the best item of one slot in the 256-D style "
-               "space, among items that pass the filters above.")
+    st.caption(f"Its slot comes from {slot.get('how', '?')}. Each card is the best item of one slot for this style, "
+               "among items that pass the filters above; more options per slot below. The numbers are the ranks of "
+               "the download.")
     kind, text = st.session_state.pop("mark_message", (None, None))
     if kind:
         (st.success if kind == "success" else st.error)(text)
@@ -51,9 +52,14 @@ def outfit_board(result: FindResult, root: Path, items, anchor: int | None, prev
                 "of one, or no item of a complementary slot passed the filters).")
         return
     slots = list(result.outfit.items())
-    missing = [s for s in COMPLETES.get(slot.get("slot"), ()) if s not in result.outfit and s in set(items["slot"])]
+    beyond = slot.get("beyond_k", [])
+    missing = [s for s in COMPLETES.get(slot.get("slot"), ())
+               if s not in result.outfit and s not in beyond and s in set(items["slot"])]
+    if beyond:
+        st.caption(f"Past the first {result.k} matches: " + ", ".join(beyond) + " (raise *Matches* to see them).")
     if missing:
         st.caption("No item passed the filters for: " + ", ".join(missing) + ".")
+    rank = {m.row: i for i, m in enumerate(result.matches, 1)}  # the numbers of the list and of the CSV
     cards = [("query", None), *slots]
     for start in range(0, len(cards), per_row):
         for col, (name, options) in zip(st.columns(per_row), cards[start:start + per_row]):
@@ -63,14 +69,14 @@ def outfit_board(result: FindResult, root: Path, items, anchor: int | None, prev
                         st.caption("**query**")
                         st.image(preview, width="stretch")
                 else:
-                    _card(options[0], root, items, anchor, f"{name}-0")
+                    _card(options[0], rank[options[0].row], root, items, anchor, f"{name}-0")
     for name, options in slots:
         if len(options) > 1:
             with st.expander(f"More {name} options ({len(options) - 1})"):
                 cols = st.columns(per_row)
                 for i, m in enumerate(options[1:], 1):
                     with cols[(i - 1) % per_row]:
-                        _card(m, root, items, anchor, f"{name}-{i}")
+                        _card(m, rank[m.row], root, items, anchor, f"{name}-{i}")
     marks = read_marks(root)
     st.caption(f"{len(marks)} marks recorded for this catalogue in `{Path(root) / 'curated_triplets.csv'}`; the next "
                "rebuild trains the style space on them.")

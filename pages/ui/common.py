@@ -8,11 +8,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from vibe.artifacts import status
-from vibe.backbone import Encoder
-from vibe.bundle import Bundle, current_build_id, load_bundle
 from vibe.config import default_workdir
 from vibe.errors import VibeError
+from vibe.models.encoder import Encoder
+from vibe.search.bundle import Bundle, current_build_id, load_bundle
+from vibe.store.artifacts import status
 
 REBUILD_PAGE = "pages/5_Rebuild_index.py"
 

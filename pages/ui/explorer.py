@@ -1,5 +1,5 @@
 """The embedding explorer component (pages/ui/explorer.html), served from a build's views/explorer folder together with
-plotly.js, links to every catalogue photo and the per-point data files (vibe.views.explorer_points/explorer_groups),
+plotly.js, links to every catalogue photo and the per-point data files (vibe.explore.layout.explorer_points/explorer_groups),
 which the component fetches itself: only file names and a few small values travel as its arguments."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 import streamlit.components.v1 as components
 
-from vibe.views import prepare_explorer
+from vibe.explore.layout import prepare_explorer
 
 PAGE = Path(__file__).with_name("explorer.html")
 # plotly.js's "gl2d" partial bundle (npm plotly.js-gl2d-dist-min 3.7.0, MIT, pages/ui/vendor/plotly-LICENSE): the WebGL

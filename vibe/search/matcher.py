@@ -1,0 +1,266 @@
+"""The two retrieval modes over one build: `same` (the same item: filtered by predicted attributes, ranked in the 512-D
+space) and `combo` (an outfit of complementary items, ranked in the 256-D style space; vibe.search.outfit)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..catalog.reader import as_label
+from ..catalog.rules import (
+    COMPLETES,
+    QueryFilter,
+    gender_compatible,
+    relax_order,
+    seasons_compatible,
+)
+from ..config import HEADS, OTHER
+from ..errors import VibeError
+from ..locate.query import Locator
+from ..models.encoder import Encoder
+from ..store.artifacts import Artifacts, check_backbone
+from ..util.files import content_hash
+from ..util.images import ImageSource, load_image, read_bytes
+from . import outfit
+from .results import FindResult, Match, Prediction, WordResult
+from .words import fuse, parse, rank
+
+MODES = ("same", "combo")
+# the filters of each mode; on a confidence tie the later one relaxes first
+SAME_FILTERS = ("item_type", "gender", "colour")  # a same item in another colour before one for another gender
+COMBO_FILTERS = ("style", "gender", "season")
+
+
+class Matcher:
+    """Answers queries against one loaded build with the encoder that built it."""
+
+    def __init__(self, artifacts: Artifacts, encoder: Encoder, locator: Locator | None = None):
+        check_backbone(artifacts.manifest, encoder.fingerprint, encoder.name, artifacts.workdir)
+        self.art, self.encoder = artifacts, encoder
+        self.locator = locator or Locator.for_encoder(encoder)
+        items = artifacts.items
+        self.vocabs = artifacts.heads.vocabs
+        self.row_of_id = {int(i): r for r, i in enumerate(items["id"])}
+        self.rows_of_hash: dict[str, list[int]] = {}
+        for r, h in enumerate(items["hash"]):
+            self.rows_of_hash.setdefault(h, []).append(r)
+        # plain columns: building a Match must not cost a pandas row lookup (~0.1 ms each) on the query path
+        self._ids = items["id"].to_numpy()
+        self._names = items["name"].astype(str).tolist()
+        self._paths = items["path"].astype(str).tolist()
+        # the catalogue's own labels, and each item's outfit slot
+        self.labels = {h: [as_label(v) for v in items[h]] for h in (*HEADS, "slot")}
+        # a predicted item type's slot: the most common slot of that type in this catalogue
+        self.slot_of_type = items.groupby("item_type")["slot"].agg(lambda s: s.value_counts().index[0]).to_dict()
+        self.hashes = items["hash"].astype(str).tolist()
+        # filters compare the catalogue's own labels: one integer code per distinct label, -1 when missing
+        self.label_codes, self.label_values = {}, {}
+        for h in self.labels:
+            codes, values = pd.factorize(pd.Series(self.labels[h], dtype=object))
+            self.label_codes[h], self.label_values[h] = codes, {v: i for i, v in enumerate(values)}
+        self._masks: dict[tuple, np.ndarray] = {}
+        self._all_probs, self._vectors = None, None
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Per head, the confidence from which its prediction filters (calibrated at build time; none: always)."""
+        return self.art.metrics.get("filters", {}).get("thresholds", {})
+
+    @property
+    def filter_precision(self) -> float | None:
+        return self.art.metrics.get("filters", {}).get("precision")
+
+    @property
+    def same_photo_cosine(self) -> float | None:
+        """The 512-D cosine from which a catalogue photo is, at the build's calibrated precision, the query's own item."""
+        return self.art.metrics.get("filters", {}).get("same_photo_cosine")
+
+    # --- queries -------------------------------------------------------------------------------------------
+    def find(self, image: ImageSource | None = None, *, item_id: int | None = None, mode: str = "same", k: int = 10,
+             per_slot: int = 4, name: str | None = None) -> FindResult:
+        """Matches for an uploaded image (path, bytes, file) or a catalogue item id. The query never matches itself."""
+        if (image is None) == (item_id is None):
+            raise VibeError("Give either an image or a catalogue item id.")
+        if item_id is not None:
+            row = self.row_of_id.get(int(item_id))
+            if row is None:
+                raise VibeError(f"Item {item_id} is not in the built catalogue.")
+            known = {h: self.labels[h][row] for h in (*HEADS, "slot")}
+            return self.search(self.art.clip.vector(row), mode=mode, k=k, exclude=self.rows_of_hash[self.hashes[row]] + [row],
+                               known=known, per_slot=per_slot, query_id=int(item_id))
+        exclude, view, shown = [], None, None
+        name = str(image) if isinstance(image, (str, Path)) else name  # what an error message calls the photo
+        if not isinstance(image, Image.Image):
+            image = read_bytes(image)
+            exclude = self.rows_of_hash.get(content_hash(image), [])
+        if exclude:  # an upload identical to a catalogue photo reuses its stored embedding: nothing is embedded twice
+            emb = self.art.clip.vector(exclude[0])
+            same_as = int(self._ids[exclude[0]])
+            view = {"views": 1, "picked": 0, "note": f"the same photo as catalogue item {same_as}", "same_as": same_as}
+        else:
+            found = self.locator.views(load_image(image, name, self.encoder.decode_side))
+            emb, picked = self.pick_view(self.encoder.encode_views(found.views))
+            view = {"views": len(found.views), "picked": picked, "note": found.note(picked)}
+            # what was searched, when it is not the upload itself: the framed product, a crop or the cut-out
+            framed = found.framing is not None and found.framing.applied
+            shown = found.views[picked] if picked or framed else None
+        result = self.search(emb, mode=mode, k=k, exclude=exclude, per_slot=per_slot)
+        result.query_view, result.query_image = view, shown
+        return result
+
+    def pick_view(self, views: np.ndarray) -> tuple[np.ndarray, int]:
+        """Of a query's views (the photo and its crops), the one whose best catalogue match is closest: the view that
+        looks most like a catalogue photo of some item."""
+        views = np.atleast_2d(views)
+        if len(views) == 1:
+            return views[0], 0
+        scores, _ = self.art.clip.index.search(np.ascontiguousarray(views, dtype=np.float32), 1)
+        best = int(np.argmax(scores[:, 0]))
+        return views[best], best
+
+    def search_words(self, query: str, k: int = 10, label_evidence: bool = True) -> WordResult:
+        """Catalogue items for a query in words ("white sports shoes men"): see vibe.search.words.rank."""
+        if k < 1:
+            raise VibeError("k must be at least 1.")
+        values = {h: sorted({*self.label_values[h], *self.vocabs[h]} - {None}) for h in HEADS}  # rare labels too
+        parsed = parse(query, values)
+        if self._all_probs is None:  # every item's head probabilities, once per build: ranking by photo, not by label
+            self._all_probs = self.art.heads.predict_proba(self.vectors)
+        score = rank(self._all_probs, self.labels, self._names, parsed, self.vocabs, label_evidence)
+        if self.encoder.has_text:
+            score = fuse(score, self.vectors @ self.encoder.encode_text([query])[0])
+        top = np.argsort(-score, kind="stable")[:k]
+        return WordResult(query, parsed.attributes, parsed.words, self.encoder.has_text,
+                          [self.match(r, score[r]) for r in top])
+
+    @property
+    def vectors(self) -> np.ndarray:
+        if self._vectors is None:
+            self._vectors = self.art.clip.vectors()
+        return self._vectors
+
+    def predict(self, emb: np.ndarray) -> dict[str, Prediction]:
+        probs = self.art.heads.predict_proba(emb[None])
+        out = {}
+        for h in HEADS:
+            p = probs[h][0]
+            order = np.argsort(-p)[:3]
+            out[h] = Prediction(self.vocabs[h][order[0]], float(p[order[0]]), [(self.vocabs[h][i], float(p[i])) for i in order])
+        return out
+
+    def query_filters(self, preds: dict[str, Prediction], known: dict[str, str | None] | None, names: tuple[str, ...]) -> list[QueryFilter]:
+        """The mode's filters for this query: a catalogue item's own labels, else the heads' predictions.
+        A prediction of the merged class `Other` names no class, so it filters nothing."""
+        filters = []
+        for h in names:
+            if known and known.get(h) is not None:
+                filters.append(QueryFilter(h, known[h], 1.0, "catalogue"))
+            elif preds[h].label == OTHER:
+                filters.append(QueryFilter(h, OTHER, preds[h].confidence, "predicted", "skipped",
+                                           f"it looks like one of the rare kinds grouped as '{OTHER}': nothing to filter on",
+                                           f"the {h} head's top class is '{OTHER}' ({preds[h].confidence:.2f}), the classes "
+                                           "with too few items merged"))
+            elif preds[h].confidence < self.thresholds.get(h, 0.0):
+                filters.append(QueryFilter(h, preds[h].label, preds[h].confidence, "predicted", "skipped",
+                                           f"the model is not sure enough ({preds[h].confidence:.0%})",
+                                           f"the {h} filter applies from confidence {self.thresholds[h]:.2f} up: from there "
+                                           f"the head is right {self.filter_precision or 0:.0%} of the time on held-out photos"))
+            else:
+                filters.append(QueryFilter(h, preds[h].label, preds[h].confidence, "predicted"))
+        return filters
+
+    def search(self, emb: np.ndarray, *, mode: str = "same", k: int = 10, exclude: list[int] | None = None,
+               known: dict[str, str | None] | None = None, per_slot: int = 4, query_id: int | None = None) -> FindResult:
+        """Filter by attributes (predicted, or a catalogue item's `known` labels), relax the least confident filter
+        until enough items pass, rank in the mode's space. `combo` answers as an outfit (vibe.catalog.rules.COMPLETES)."""
+        if mode not in MODES:
+            raise VibeError(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
+        if k < 1:
+            raise VibeError("k must be at least 1.")
+        preds = self.predict(emb)
+        query = {h: (known or {}).get(h) or (preds[h].label if preds[h].label != OTHER else None) for h in HEADS}
+        base = np.ones(len(self._ids), dtype=bool)
+        if exclude:
+            base[exclude] = False
+        slot, enough = None, 0
+        if mode == "combo":
+            slot = outfit.query_slot(self, emb, preds, known)
+            wanted = COMPLETES.get(slot["slot"], ())
+            base &= self.slot_mask(wanted)
+            enough = min(3, len(wanted))  # outfit slots that must have an item before filters stop relaxing
+        names = SAME_FILTERS if mode == "same" else COMBO_FILTERS
+        filters = self.query_filters(preds, known, names)
+        allowed, relaxed = self._relax(filters, names, base, k, enough)
+        board: dict[str, list[Match]] = {}
+        if mode == "same":
+            matches = [self.match(r, s) for r, s in zip(*self.art.clip.search(emb, k, allowed))]
+            matches = self._same_photo_first(emb, k, base, allowed, matches)
+        else:
+            options = outfit.board(self, emb, allowed, COMPLETES.get(slot["slot"], ()), max(per_slot, 1))
+            matches = outfit.outfit_order(options, k)
+            board = outfit.by_slot(matches, options)  # the board shows exactly the k matches the list (and CSV) holds
+            slot["beyond_k"] = [s for s in options if s not in board]  # slots with items, past the first k
+        return FindResult(mode=mode, k=k, predictions=preds, query_labels=query,
+                          filters={f.head: f.value for f in filters if f.applied}, relaxed=relaxed, matches=matches,
+                          query_id=query_id, filter_notes=filters, query_slot=slot, outfit=board)
+
+    def _relax(self, filters: list[QueryFilter], names: tuple[str, ...], base: np.ndarray, k: int,
+               slots_needed: int) -> tuple[np.ndarray, list[str]]:
+        """The items every applied filter lets through, after dropping the least confident filters (vibe.catalog.rules.
+        relax_order) until at least k pass (and, for an outfit, items of `slots_needed` slots)."""
+        masks = {f.head: self.label_mask(f.head, f.value) for f in filters if f.applied}
+        relaxed: list[str] = []
+        for dropped in [None, *relax_order(filters, names)]:
+            if dropped is not None:
+                dropped.status, dropped.reason = "relaxed", f"fewer than {k} items matched every filter"
+                dropped.detail = f"the least sure filter goes first ({dropped.confidence:.2f})"
+                relaxed.append(dropped.head)
+            allowed = base.copy()
+            for f in filters:
+                if f.applied:
+                    allowed &= masks[f.head]
+            if allowed.sum() >= k and len(np.unique(self.label_codes["slot"][allowed])) >= slots_needed:
+                break
+        return allowed, relaxed
+
+    def _same_photo_first(self, emb: np.ndarray, k: int, base: np.ndarray, allowed: np.ndarray,
+                          matches: list[Match]) -> list[Match]:
+        """The filters exist to keep lookalikes of other types and colours out, not the product itself: catalogue
+        photos at or above `same_photo_cosine` join the results even when a predicted label disagrees (the
+        prediction is the likelier mistake), in score order, each with a note."""
+        tau = self.same_photo_cosine
+        if tau is None or tau > 1:
+            return matches
+        shown = {m.row for m in matches}
+        extra = [self.match(r, sc) for r, sc in zip(*self.art.clip.search(emb, min(k, 5), base))
+                 if sc >= tau and r not in shown and not allowed[r]]
+        for m in extra:
+            m.note = f"almost the same photo: shown although its labels fail a filter (similarity {m.score:.3f})"
+        return sorted(matches + extra, key=lambda m: -m.score)[:k] if extra else matches
+
+    # --- helpers -------------------------------------------------------------------------------------------
+    def slot_mask(self, slots) -> np.ndarray:
+        """Items whose outfit slot is one of `slots`."""
+        codes = [self.label_values["slot"][s] for s in slots if s in self.label_values["slot"]]
+        return np.isin(self.label_codes["slot"], codes)
+
+    def label_mask(self, head: str, value: str) -> np.ndarray:
+        """Items whose `head` label passes a filter on `value`: compatible for gender and season (vibe.catalog.rules),
+        equal for the rest. Computed once per distinct label value, then cached."""
+        key = (head, value)
+        if key not in self._masks:
+            rule = {"gender": gender_compatible, "season": seasons_compatible}.get(head)
+            if rule is None:
+                mask = self.label_codes[head] == self.label_values[head].get(value, -2)
+            else:
+                ok = [i for v, i in self.label_values[head].items() if rule(v, value)]
+                mask = np.isin(self.label_codes[head], ok) | ((self.label_codes[head] < 0) & rule(None, value))
+            self._masks[key] = mask
+        return self._masks[key]
+
+    def match(self, row: int, score: float, slot: str | None = None) -> Match:
+        r = int(row)
+        return Match(row=r, id=int(self._ids[r]), name=self._names[r], path=self._paths[r],
+                     labels={h: self.labels[h][r] for h in HEADS}, score=float(score), slot=slot)

@@ -1,0 +1,68 @@
+"""What a query returns: predicted attributes, matches, and for mix & match the outfit board; JSON- and CSV-ready."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import pandas as pd
+from PIL import Image
+
+from ..catalog.rules import QueryFilter
+
+
+@dataclass
+class Prediction:
+    label: str
+    confidence: float
+    top: list[tuple[str, float]]
+
+
+@dataclass
+class Match:
+    row: int
+    id: int
+    name: str
+    path: str
+    labels: dict[str, str | None]
+    score: float
+    slot: str | None = None  # combo: the outfit slot this match fills
+    note: str = ""  # same: why it is shown although it fails a filter (a near-identical photo)
+
+
+@dataclass
+class FindResult:
+    mode: str
+    k: int
+    predictions: dict[str, Prediction]
+    query_labels: dict[str, str | None]  # what the filters compared against (predicted, or the catalogue's own labels)
+    filters: dict[str, str]  # the filters applied to the matches shown
+    relaxed: list[str]  # filters dropped so that k items (combo: and enough outfit slots) could be shown
+    matches: list[Match] = field(default_factory=list)
+    query_id: int | None = None
+    filter_notes: list[QueryFilter] = field(default_factory=list)  # every filter considered, with its status and why
+    query_view: dict | None = None  # an upload: how many views it was searched with, which one was kept, and why
+    query_slot: dict | None = None  # combo: the query's outfit slot and how it was decided
+    outfit: dict[str, list[Match]] = field(default_factory=dict)  # combo: per complementary slot, the options in score order
+    query_image: Image.Image | None = field(default=None, repr=False)  # an upload: the view searched, if not the upload
+
+    def to_dict(self) -> dict:
+        return asdict(replace(self, query_image=None))  # JSON-ready: no pixels
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per match (rank, id, name, score, labels): what the dashboard offers as CSV."""
+        return pd.DataFrame([{"rank": i, "id": m.id, "name": m.name, "score": round(m.score, 4), **m.labels,
+                              **({"slot": m.slot} if m.slot else {}), **({"note": m.note} if m.note else {}),
+                              "image": m.path} for i, m in enumerate(self.matches, 1)])
+
+
+@dataclass
+class WordResult:
+    """A search by words: what the words were read as, whether a text tower ranked too, and the matches."""
+
+    query: str
+    attributes: dict[str, tuple[str, ...]]  # head -> the catalogue values asked for
+    words: list[str]  # matched against product names
+    text_tower: bool
+    matches: list[Match] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,85 @@
+"""Decode any user image safely into an RGB PIL image: size-checked before decoding, first frame, alpha on white, EXIF orientation."""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import VibeError
+
+ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image]
+# 40 MP: far above any product photo, far below a decompression bomb (~0.12 GB of RGB).
+MAX_PIXELS = 40_000_000
+
+
+class ImageError(VibeError):
+    """An input that is not a usable image."""
+
+
+def read_bytes(source: str | Path | bytes | BinaryIO) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, (str, Path)):
+        try:
+            return Path(source).read_bytes()
+        except FileNotFoundError:
+            raise ImageError(f"{source}: no such file.") from None
+        except IsADirectoryError:
+            raise ImageError(f"{source} is a folder, not an image file.") from None
+        except OSError as e:
+            raise ImageError(f"{source}: cannot be read ({e.strerror or e}).") from None
+    return source.read()
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits by the image's own range, not by clipping.
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def load_image(source: ImageSource, name: str | None = None, max_side: int | None = None) -> Image.Image:
+    """Return an RGB image, or raise ImageError with one sentence saying what is wrong.
+    `max_side`: a JPEG is decoded at a reduced scale (1/2, 1/4, 1/8) as long as both sides stay at least this large:
+    a phone photo meant for a 224-px model decodes several times faster, with the detail the model can use."""
+    if isinstance(source, Image.Image):
+        return _to_rgb(source)
+    label = name or (str(source) if isinstance(source, (str, Path)) else "the upload")
+    data = read_bytes(source)
+    if not data:
+        raise ImageError(f"{label} is an empty file (0 bytes), not an image.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            if im.width * im.height > MAX_PIXELS:
+                raise ImageError(f"{label} is {im.width}x{im.height} pixels, over the {MAX_PIXELS // 1_000_000} MP limit: resize it first.")
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)  # animated GIF/WebP: the first frame
+            if max_side and im.format == "JPEG" and min(im.size) > 2 * max_side:
+                im.draft(im.mode, (max_side, max_side))
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb(im)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{label} declares a huge size (a decompression bomb?); it was not decoded.") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{label} is not an image: use a JPEG, PNG, WebP, GIF, BMP or TIFF photo.") from None
+    except (OSError, SyntaxError, ValueError):
+        raise ImageError(f"{label} is damaged or truncated and cannot be decoded: save or export it again "
+                         "(JPEG, PNG, WebP, GIF, BMP or TIFF).") from None
