@@ -208,3 +208,19 @@ def test_planted_faults_are_measured_by_what_the_audit_finds(small_catalog, tmp_
     assert labels["flipped"] == 15 and dupes["planted"] == 12 and out["search"]["label_evidence"] is False
     assert labels["precision_at_15"] > 0.3  # 0.47 here; chance is 0.05 (15 of 312 items are flipped)
     assert 0 <= dupes["recall"] <= 1 and dupes["groups"] >= dupes["other_groups"]
+
+
+def test_word_search_without_label_evidence_ranks_by_the_photos_alone():
+    from vibe.search.words import parse, rank
+
+    rng = np.random.default_rng(0)
+    vocabs = {h: ["White", "Black"] if h == "colour" else ["a", "b"] for h in HEADS}
+    probs = {h: rng.dirichlet([1, 1], 50) for h in HEADS}
+    parsed = parse("white", {h: v for h, v in vocabs.items()})
+    right = {h: ["White"] * 50 if h == "colour" else [None] * 50 for h in HEADS}
+    wrong = {**right, "colour": ["Black"] * 50}  # every label says otherwise
+    names = ["x"] * 50
+    assert not np.allclose(rank(probs, right, names, parsed, vocabs), rank(probs, wrong, names, parsed, vocabs))
+    blind = rank(probs, right, names, parsed, vocabs, label_evidence=False)
+    np.testing.assert_allclose(blind, rank(probs, wrong, names, parsed, vocabs, label_evidence=False))
+    assert (np.argsort(-blind) == np.argsort(-probs["colour"][:, 0], kind="stable")).all()  # the heads' white, alone

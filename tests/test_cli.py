@@ -141,3 +141,16 @@ def test_an_unknown_reshoot_change_is_refused_before_any_work(cli_built, small_c
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("error: unknown re-shoot change(s) 'typo'") and "busy" in r.stderr
     assert "backbone:" not in r.stderr  # refused before the catalogue, the model and the embedding pass
+
+
+def test_log_progress_shows_each_tenth_of_a_stage():
+    import io
+
+    from vibe.util.progress import LineProgress
+
+    out = io.StringIO()
+    report = LineProgress(out, every=3600)
+    for done in range(301):  # a fast stage: no line would be due by time
+        report("heads", done, 300)
+    shown = [int(line.split(": ")[1].split("/")[0]) for line in out.getvalue().splitlines()]
+    assert shown == [0, 30, 60, 90, 120, 150, 180, 210, 240, 270, 300]

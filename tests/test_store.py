@@ -57,11 +57,22 @@ def test_a_damaged_shard_is_only_a_cache_miss(tiny_encoder, tmp_path):
 
 
 def test_two_writers_never_overwrite_or_delete_each_others_shards(tmp_path, monkeypatch):
+    from contextlib import contextmanager
+
     import vibe.store.cache
 
     a, b = EmbeddingStore(tmp_path, "fp", 4), EmbeddingStore(tmp_path, "fp", 4)  # a build and an eval, say
+    real = vibe.store.cache.atomic_path
+
+    @contextmanager
+    def b_writes_meanwhile(target):  # b saves its shard while a's is still being written (two processes at once)
+        monkeypatch.setattr(vibe.store.cache, "atomic_path", real)
+        b.add(["b" * 32], np.full((1, 4), 2.0, np.float32))
+        with real(target) as tmp:
+            yield tmp
+
+    monkeypatch.setattr(vibe.store.cache, "atomic_path", b_writes_meanwhile)
     a.add(["a" * 32], np.full((1, 4), 1.0, np.float32))
-    b.add(["b" * 32], np.full((1, 4), 2.0, np.float32))  # b never read a's shard: it must not take its name
     both = EmbeddingStore(tmp_path, "fp", 4)
     assert len(both) == 2 and both.get(["a" * 32])[0, 0] == 1.0 and both.get(["b" * 32])[0, 0] == 2.0
     monkeypatch.setattr(vibe.store.cache, "MAX_SHARDS", 1)
