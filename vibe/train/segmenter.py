@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -16,11 +14,10 @@ from ..config import CatalogConfig
 from ..errors import VibeError
 from ..locate.segment import CONFIG_FILE, WEIGHTS_FILE, SegmenterConfig, SegNet
 from ..models.backbone import bf16_native
-from ..util.checkpoint import save_module
-from ..util.files import atomic_folder, write_json
 from ..util.progress import Progress, silent
 from .composite import busy_scene
 from .data import decode_framed
+from .saving import save_trained
 
 
 @torch.no_grad()
@@ -89,16 +86,8 @@ def train_segmenter(catalog: CatalogConfig, out_dir: Path, cfg: SegmenterConfig 
     report = {"n_train": int(len(fit)), "n_report": int(len(held)), "epochs": cfg.epochs,
               "report_iou": round(trained_iou, 4), "untrained_iou": round(untrained_iou, 4),
               "train_seconds": round(time.perf_counter() - t_start, 1)}
-    try:
-        with atomic_folder(out_dir) as staging:
-            save_module(staging / WEIGHTS_FILE, net, {"format": "vibe-segmenter-1"})
-            write_json(staging / CONFIG_FILE, {
-                "kind": "vibe-segmenter", "config": asdict(cfg), "trained_on": str(cat.root), "subset": catalog.subset,
-                "holdout_fraction": catalog.holdout_fraction, "excluded_items": len(exclude_ids), "report": report,
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    except OSError as e:
-        raise VibeError(f"Could not save the segmenter to {out_dir} ({e.strerror or e}); what was there before is "
-                        "untouched. Free disk space (or fix permissions) and train again.") from None
+    save_trained(out_dir, net, "vibe-segmenter", WEIGHTS_FILE, CONFIG_FILE, cfg, cat.root, catalog, len(exclude_ids), report,
+                 "the segmenter")
     return report
 
 

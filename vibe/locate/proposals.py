@@ -1,0 +1,154 @@
+"""Product proposals: every product in a photo as a box with a score, from a small centre-point detector (trained by
+vibe.train.proposals on the catalogue's own cut-outs pasted on many kinds of backdrop), best first."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from ..config import REPO_ROOT
+from ..errors import VibeError
+from ..util.checkpoint import load_module, weights_digest
+from .boxes import iou
+
+CONFIG_FILE = "proposals.json"
+WEIGHTS_FILE = "model.safetensors"
+DEFAULT = REPO_ROOT / "checkpoints" / "proposals"
+STRIDE = 4  # the heat map is a quarter of the input side
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Architecture and training recipe of the proposal detector."""
+
+    side: int = 128  # the photo is letterboxed to side x side: products of 10 % of the frame are still 13 px
+    width: int = 16
+    epochs: int = 24
+    batch_size: int = 48
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    min_score: float = 0.25  # a peak below this is no product
+    max_products: int = 6
+    report_fraction: float = 0.05
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One product found in a photo: its box (left, top, right, bottom, in the photo's pixels) and how sure."""
+
+    box: tuple[int, int, int, int]
+    score: float
+
+
+def _block(cin: int, cout: int, stride: int = 1) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                         nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class ProposalNet(nn.Module):
+    """Down to 1/16 of the side (what is one product needs most of the frame), back up to 1/4 with skips; per cell of
+    the 1/4 map: a centre heat (is a product centred here), the box's size and the centre's sub-cell offset."""
+
+    def __init__(self, width: int = 24):
+        super().__init__()
+        w = width
+        self.down = nn.ModuleList([_block(3, w, 2), _block(w, 2 * w, 2), _block(2 * w, 3 * w, 2), _block(3 * w, 4 * w, 2)])
+        self.up = nn.ModuleList([_block(7 * w, 3 * w), _block(5 * w, 2 * w)])
+        self.heat, self.size, self.offset = nn.Conv2d(2 * w, 1, 1), nn.Conv2d(2 * w, 2, 1), nn.Conv2d(2 * w, 2, 1)
+        nn.init.constant_(self.heat.bias, -2.2)  # start near "no product anywhere": the focal loss expects it
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.up, (skips[2], skips[1])):
+            x = block(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], 1))
+        return self.heat(x), self.size(x), self.offset(x)
+
+
+def letterbox(image: Image.Image, side: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """The photo scaled to fit side x side, centred on mid-grey: (uint8 array, scale, (left, top) offset)."""
+    scale = side / max(image.size)
+    w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    small = image.resize((w, h), Image.BILINEAR, reducing_gap=2.0)
+    canvas = Image.new("RGB", (side, side), (128, 128, 128))
+    left, top = (side - w) // 2, (side - h) // 2
+    canvas.paste(small, (left, top))
+    return np.asarray(canvas), scale, (left, top)
+
+
+def to_input(arr: np.ndarray) -> torch.Tensor:
+    """uint8 HWC (or NHWC) -> float NCHW in [-1, 1]."""
+    x = torch.from_numpy(np.array(arr)).float().div_(127.5).sub_(1.0)
+    return x.permute(2, 0, 1)[None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+
+
+def decode(heat: torch.Tensor, size: torch.Tensor, offset: torch.Tensor, side: int, min_score: float,
+           top: int) -> list[tuple[float, float, float, float, float]]:
+    """(x0, y0, x1, y1, score) in input pixels for one photo's maps: local maxima of the heat over min_score, best first."""
+    prob = torch.sigmoid(heat[0, 0])
+    peaks = (prob == F.max_pool2d(prob[None, None], 3, 1, 1)[0, 0]) & (prob >= min_score)
+    ys, xs = torch.nonzero(peaks, as_tuple=True)
+    order = torch.argsort(prob[ys, xs], descending=True)[:top]
+    out = []
+    for y, x in zip(ys[order].tolist(), xs[order].tolist()):
+        cx = (x + float(offset[0, 0, y, x])) * STRIDE
+        cy = (y + float(offset[0, 1, y, x])) * STRIDE
+        w, h = (float(torch.exp(size[0, i, y, x])) * STRIDE for i in (0, 1))
+        out.append((max(0.0, cx - w / 2), max(0.0, cy - h / 2), min(side, cx + w / 2), min(side, cy + h / 2),
+                    float(prob[y, x])))
+    return out
+
+
+def rank(proposals: list[Proposal], size: tuple[int, int]) -> list[Proposal]:
+    """Best first: the detector's score, times the square root of the box's share of the photo. The product a photo
+    is about is the prominent one (a page's main photo over the thumbnails beside it); a small confident box still
+    beats a large doubtful one."""
+    area = float(size[0] * size[1]) or 1.0
+
+    def prominence(p: Proposal) -> float:
+        return p.score * np.sqrt(max(1.0, (p.box[2] - p.box[0]) * (p.box[3] - p.box[1])) / area)
+
+    return sorted(proposals, key=prominence, reverse=True)
+
+
+class Detector:
+    """A trained ProposalNet: `propose(photo)` -> every product found, best first (see `rank`)."""
+
+    def __init__(self, folder: Path = DEFAULT):
+        folder = Path(folder)
+        fix = "train one with `python -m vibe train-proposals --data DIR`"
+        try:
+            meta = json.loads((folder / CONFIG_FILE).read_text())
+            self.cfg = DetectorConfig(**meta["config"])
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise VibeError(f"{folder} is not a usable proposal detector ({CONFIG_FILE}: {type(e).__name__}); {fix}.") from None
+        self.net = load_module(folder / WEIGHTS_FILE, lambda m: ProposalNet(self.cfg.width), "proposal detector", fix).eval()
+        self.digest = weights_digest(self.net)[:12]
+
+    @torch.inference_mode()
+    def propose(self, image: Image.Image) -> list[Proposal]:
+        arr, scale, (left, top) = letterbox(image, self.cfg.side)
+        found = decode(*self.net(to_input(arr)), self.cfg.side, self.cfg.min_score, 3 * self.cfg.max_products)
+        kept: list[Proposal] = []
+        for x0, y0, x1, y1, score in found:
+            box = (int(round((x0 - left) / scale)), int(round((y0 - top) / scale)),
+                   int(round((x1 - left) / scale)), int(round((y1 - top) / scale)))
+            box = (max(0, box[0]), max(0, box[1]), min(image.width, box[2]), min(image.height, box[3]))
+            if box[2] - box[0] < 4 or box[3] - box[1] < 4 or any(iou(box, k.box) > 0.6 for k in kept):
+                continue  # a sliver, or the same product found twice
+            kept.append(Proposal(box, score))
+        return rank(kept, image.size)[: self.cfg.max_products]
+
+
+def load_detector(folder: Path = DEFAULT) -> Detector | None:
+    """The shipped proposal detector (or the one in `folder`); None when there is none."""
+    return Detector(folder) if (Path(folder) / CONFIG_FILE).exists() else None
