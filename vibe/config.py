@@ -26,6 +26,8 @@ INDEX_KINDS = ("auto", "exact", "ivf")  # FAISS index (vibe.store.index); auto: 
 ENGINES = ("local", "ray")  # where images are embedded
 # the re-shoot changes of vibe.eval.reshoot.CHANGES (named here so that a config can be checked before any work)
 RESHOOT_CHANGES = ("crop", "smaller", "tinted", "busy", "rotate", "light", "jpeg", "downscale", "mixed")
+# the held-out kinds of photo of vibe.eval.heldout.KINDS, made by code no training path imports
+HELDOUT_KINDS = ("real_backdrop", "page_screenshot", "phone_shot", "white_balance")
 
 
 def default_workdir() -> Path:
@@ -115,6 +117,8 @@ class QualityConfig:
     confidence from which a head's prediction filters `same`-mode results."""
 
     changes: tuple[str, ...] | None = None  # re-shoot changes (vibe.eval.reshoot.CHANGES); None: all of them
+    heldout: tuple[str, ...] | None = None  # held-out kinds of photo (vibe.eval.heldout.KINDS); None: all; () none
+    scenes: int = 300  # held-out scenes of 1-5 products on which proposal recall is measured (eval only)
     seed: int = 0
     k: int = 10  # ranks looked at: recall@1, recall@5, MRR@k
     per_change: int = 50  # a build's own check: held-out photos re-shot per change (0: no check)
@@ -126,6 +130,8 @@ class QualityConfig:
         _check(not unknown, f"unknown re-shoot change(s) {', '.join(map(repr, unknown))}: use "
                             f"{_either(RESHOOT_CHANGES)}.")
         _check(self.changes is None or len(self.changes) > 0, "changes must name at least one re-shoot change.")
+        unknown = [c for c in self.heldout or () if c not in HELDOUT_KINDS]
+        _check(not unknown, f"unknown held-out kind(s) {', '.join(map(repr, unknown))}: use {_either(HELDOUT_KINDS)}.")
         _check(self.k >= 5, "k must be at least 5 (recall@5 is reported).")
         _check(self.per_change >= 0, "per_change must be 0 or more.")
         _check(0.5 <= self.filter_precision < 1.0, "filter_precision must be between 0.5 and 1.")

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..config import QualityConfig
-from ..eval.queries import Originals, embed_made, embed_reshoots, reshoot_key
+from ..config import HELDOUT_KINDS, QualityConfig
+from ..eval.boxes import own_box_first
+from ..eval.queries import Originals, embed_heldout, embed_made, embed_reshoots, reshoot_key
 from ..eval.ranking import (
     combo_checks,
     neighbour_precision,
@@ -82,25 +83,31 @@ def check_build(art, encoder: Encoder, store: EmbeddingStore, held: np.ndarray, 
     picked = held[by_hash(ids[held], "check")][: cfg.per_change]
     calibrate, scored = picked[0::2], picked[1::2]
     changes = list(cfg.changes or CHANGES)
+    kinds = list(cfg.heldout if cfg.heldout is not None else HELDOUT_KINDS)
     backdrops = backdrop_photos(art.items, root)
     matcher = Matcher(art, encoder)
 
-    def reshoots(rows: np.ndarray) -> tuple[Originals, dict]:
+    def queries(rows: np.ndarray, part: str) -> tuple[Originals, dict]:
+        """Re-shots (the training-style family) and held-out kinds of photo (vibe.eval.heldout, of `part`'s real photos)."""
         originals = _originals(art, rows, root)
         if not len(rows):
             return originals, {}
-        return originals, embed_reshoots(encoder, store, originals, changes, cfg.seed, backdrops, batch_size, progress,
-                                         matcher.locator)
+        made = embed_reshoots(encoder, store, originals, changes, cfg.seed, backdrops, batch_size, progress, matcher.locator)
+        held_out = embed_heldout(encoder, store, originals, kinds, cfg.seed, backdrops, part, batch_size, progress,
+                                 matcher.locator)
+        return originals, {**made, **{f"heldout:{k}": v for k, v in held_out.items()}}
 
-    cal, cal_queries = reshoots(calibrate)
-    # the confidence a head has on photos like users' uploads: clean held-out photos and re-shot ones, none scored below
+    # calibrated on photos like users' uploads, both families (the held-out kinds from photos the eval never scores):
+    # the clean held-out photos and re-made ones, none of them scored below
+    cal, cal_queries = queries(calibrate, "calibrate")
     clean = np.setdiff1d(held, scored)
     views = [matcher.pick_view(v)[0] for q in cal_queries.values() for v in q]
     reshot = art.heads.predict_proba(np.stack(views)) if views else {h: p[:0] for h, p in probs.items()}
     thresholds = confidence_thresholds({h: np.concatenate([probs[h][clean], reshot[h]]) for h in probs},
                                        {h: np.concatenate([codes[h][clean], np.tile(codes[h][calibrate], len(cal_queries))])
                                         for h in codes}, cfg.filter_precision)
-    filters = {"precision": cfg.filter_precision, "thresholds": thresholds, "calibrated_on": [int(i) for i in cal.ids]}
+    filters = {"precision": cfg.filter_precision, "thresholds": thresholds, "calibrated_on": [int(i) for i in cal.ids],
+               "calibrated_with": list(cal_queries)}
     if len(calibrate):
         targets = [set(matcher.rows_of_hash.get(h, [])) | {int(r)} for h, r in zip(cal.hashes, cal.rows)]
         filters["same_photo_cosine"] = same_photo_cosine(matcher, cal_queries, targets, cfg.same_photo_precision)
@@ -108,12 +115,21 @@ def check_build(art, encoder: Encoder, store: EmbeddingStore, held: np.ndarray, 
     art.metrics["filters"] = filters
     if not len(scored):
         return filters, None
-    originals, queries = reshoots(scored)
-    report = rank_reshoots(matcher, originals, queries, cfg.k, progress=progress)
+    originals, scored_queries = queries(scored, "score")
+    made = {c: q for c, q in scored_queries.items() if not c.startswith("heldout:")}
+    report = rank_reshoots(matcher, originals, made, cfg.k, progress=progress)
     report.update(n_originals=int(len(scored)), seed=cfg.seed, changes={c: CHANGES[c] for c in changes},
                   scored_ids=[int(i) for i in originals.ids], backdrop_ids=backdrops.ids,
                   neighbours=neighbour_precision(matcher, held), style_space=style_space_report(art, held, cfg.seed),
                   combo=combo_checks(matcher, scored))
+    if kinds:
+        held_out = rank_reshoots(matcher, originals, {k: scored_queries[f"heldout:{k}"] for k in kinds}, cfg.k,
+                                 progress=progress)
+        report["heldout"] = {"part": "score", "kinds": kinds, "same": held_out["same"], "embedding": held_out["embedding"],
+                             "worst": held_out["worst"], "others_ids": backdrops.ids, "proposals": {
+                                 "detector": matcher.locator.version, "scenes": None,
+                                 "page_screenshot": own_box_first(matcher.locator, originals, cfg.seed, backdrops, "score")
+                                 if "page_screenshot" in kinds else None}}
     return filters, report
 
 

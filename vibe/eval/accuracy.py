@@ -76,14 +76,15 @@ def cell_items(art: Artifacts, head: str, true: str, predicted: str) -> pd.DataF
 
 def retrieval_reports(art: Artifacts) -> dict[str, dict]:
     """The ranking checks of this build: its own (held-out items, made at build time) and every `vibe eval` saved beside it.
-    Each value: {"label", "report" (vibe.eval.ranking shape), "seed", "worst", "neighbours", "backdrop_ids" (the photos
-    its busy backdrops were made of; None in reports made before they were recorded)}."""
+    Each value: {"label", "report" (re-shoots, vibe.eval.ranking shape), "seed", "worst", "neighbours", "backdrop_ids"
+    (the photos its busy backdrops were made of; None in reports made before they were recorded), "heldout" (the
+    held-out kinds of photo, the same shape with their worst cases; None in older reports)}."""
     out = {}
     own = art.metrics.get("retrieval")
     if own:
         out["build"] = {"label": f"this build's held-out items ({own['n_originals']} photos, each re-shot {len(own['changes'])} ways)",
                         "report": own, "seed": own["seed"], "worst": own.get("worst", []), "neighbours": own.get("neighbours"),
-                        "backdrop_ids": own.get("backdrop_ids")}
+                        "backdrop_ids": own.get("backdrop_ids"), "heldout": own.get("heldout")}
     for path in sorted((art.path / "evals").glob("*.json")):
         try:
             saved = json.loads(path.read_text())
@@ -93,18 +94,21 @@ def retrieval_reports(art: Artifacts) -> dict[str, dict]:
         out[path.stem] = {"label": f"`vibe eval` on {saved['name']} ({reshoot['n_originals']} photos)", "report": reshoot,
                           "seed": saved.get("seed", 0), "worst": saved.get("worst", []),
                           "neighbours": saved["scores"]["retrieval"].get("neighbours"),
-                          "backdrop_ids": reshoot.get("backdrop_ids")}
+                          "backdrop_ids": reshoot.get("backdrop_ids"),
+                          "heldout": {**saved["scores"]["retrieval"].get("heldout", {}),
+                                      "worst": saved.get("worst_heldout", [])} or None}
     return out
 
 
-def retrieval_table(report: dict) -> pd.DataFrame:
-    """One row per re-shoot change (and all together): where the original lands, through same mode and the bare embedding."""
+def retrieval_table(report: dict, what: str = "change") -> pd.DataFrame:
+    """One row per re-shoot change or held-out kind (and all together): where the original lands, through same mode and
+    the bare embedding."""
     k = report["k"]
     rows = []
     for change in ["all", *report["same"]["per_change"]]:
         same = report["same"] if change == "all" else report["same"]["per_change"][change]
         bare = report["embedding"] if change == "all" else report["embedding"]["per_change"][change]
-        rows.append({"change": change, "photos": same["n"], "same: recall@1": same["recall@1"], "same: recall@5": same["recall@5"],
+        rows.append({what: change, "photos": same["n"], "same: recall@1": same["recall@1"], "same: recall@5": same["recall@5"],
                      f"same: MRR@{k}": same[f"mrr@{k}"], "embedding: recall@1": bare["recall@1"],
                      "embedding: recall@5": bare["recall@5"], f"embedding: MRR@{k}": bare[f"mrr@{k}"]})
     return pd.DataFrame(rows)

@@ -19,8 +19,9 @@ from ..store.cache import EmbeddingStore, embed_files
 from ..store.index import VectorIndex
 from ..util.files import write_json
 from ..util.progress import Progress, silent
+from .boxes import own_box_first, scene_recall
 from .metrics import evaluate_head
-from .queries import Originals, embed_reshoots
+from .queries import Originals, embed_heldout, embed_reshoots
 from .ranking import (
     combo_checks,
     neighbour_precision,
@@ -93,22 +94,49 @@ def evaluate(art: Artifacts, encoder: Encoder, catalog: Catalog, workdir, k: int
     reshoot = {"n_originals": int(len(items)), "seed": quality.seed, "k": quality.k, "index_size": int(len(extended.items)),
                "backdrop_ids": backdrops.ids,
                "same": ranked["same"], "embedding": ranked["embedding"]}
+    heldout, worst_heldout = heldout_report(union, encoder, store, originals, quality, backdrops, batch_size, progress)
     filter_precision = {mode: {"k": k, "precision": float(np.mean(v)) if v else 0.0} for mode, v in precision.items()}
     checks = combo_checks(union, rows, k=5)
     filter_precision["combo"].update({key: checks[key] for key in ("own_slot_share", "distinct_slots", "usage_gender_share")},
                                      checks_k=checks["k"], checks_n=checks["n"])
     scores = {"n_queries": int(len(items)), "heads": heads,
-              "retrieval": {**filter_precision, "reshoot": reshoot, "neighbours": neighbour_precision(union, rows),
+              "retrieval": {**filter_precision, "reshoot": reshoot, "heldout": heldout,
+                            "neighbours": neighbour_precision(union, rows),
                             "style_space": style_space_report(extended, rows, quality.seed)}}
     built_ids = set(art.items["id"].tolist())
     extra = {"overlap_with_build": int(sum(int(i) in built_ids for i in items["id"])), "failed": stats.failed,
-             "report": catalog.report, "worst": ranked["worst"], "changes": {c: CHANGES[c] for c in changes}}
+             "report": catalog.report, "worst": ranked["worst"], "changes": {c: CHANGES[c] for c in changes},
+             "worst_heldout": worst_heldout}
     return scores, extra
+
+
+def heldout_report(matcher: Matcher, encoder: Encoder, store: EmbeddingStore, originals: Originals,
+                   quality: QualityConfig, others, batch_size: int = 32, progress: Progress = silent) -> tuple[dict, list]:
+    """The held-out kinds of photo (vibe.eval.heldout, its "score" part), searched as a user's upload would be: where
+    the original lands through same mode and the bare embedding, per kind; and whether the proposals find the products
+    (the own box first on page screenshots, every product of scenes). (report, worst cases)."""
+    from .heldout import KINDS, PHOTOS
+
+    kinds = list(quality.heldout if quality.heldout is not None else KINDS)
+    if not kinds:
+        return {}, []
+    queries = embed_heldout(encoder, store, originals, kinds, quality.seed, others, "score", batch_size, progress,
+                            matcher.locator)
+    ranked = rank_reshoots(matcher, originals, queries, quality.k, progress=progress)
+    report = {"part": "score", "kinds": {kind: KINDS[kind] for kind in kinds}, "backdrop_photos": list(PHOTOS["score"]),
+              "others_ids": others.ids, "same": ranked["same"], "embedding": ranked["embedding"],
+              "proposals": {"detector": matcher.locator.version,
+                            "page_screenshot": own_box_first(matcher.locator, originals, quality.seed, others, "score",
+                                                             progress) if "page_screenshot" in kinds else None,
+                            "scenes": scene_recall(matcher.locator, originals, quality.seed, "score", quality.scenes,
+                                                   progress) if quality.scenes else None}}
+    return report, ranked["worst"]
 
 
 def save_report(art: Artifacts, name: str, scores: dict, extra: dict) -> Path:
     """Keep an evaluation beside the build it scored (the dashboard's Head accuracy page shows it)."""
     path = art.path / "evals" / f"{name}.json"
     write_json(path, {"name": name, "scores": scores, "worst": extra["worst"], "changes": extra["changes"],
+                      "worst_heldout": extra.get("worst_heldout", []),
                       "seed": scores["retrieval"]["reshoot"]["seed"], "overlap_with_build": extra["overlap_with_build"]})
     return path

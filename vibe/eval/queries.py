@@ -14,6 +14,7 @@ from ..locate.query import Locator
 from ..models.encoder import Encoder
 from ..store.cache import CHUNK, EmbeddingStore
 from ..util.files import content_hash
+from ..util.images import load_image
 from ..util.progress import Progress, silent
 from .reshoot import USES_BACKDROPS, Backdrops, reshot_photo
 
@@ -65,20 +66,58 @@ def _n_views(store: EmbeddingStore, key: str) -> int:
     return n
 
 
+def _embed_kinds(encoder: Encoder, store: EmbeddingStore, originals: Originals, kinds: Sequence[str],
+                 photo: Callable[[str, int], Image.Image], tag: Callable[[str], tuple[str, str]], seed: int,
+                 batch_size: int, progress: Progress, locator: Locator | None, stage: str) -> dict[str, list[np.ndarray]]:
+    """Per kind, every original made into a query photo (`photo(kind, i)`), as the (views, dim) embeddings its query
+    is searched with (vibe.locate.query), through the cache under keys named by `tag(kind)`: (what makes the photo,
+    what it is made of)."""
+    locator = locator or Locator.for_encoder(encoder)
+    out = {}
+    for kind in kinds:
+        made_as, made_of = tag(kind)
+        keys = [reshoot_key(h, made_as, seed, locator.version, made_of) for h in originals.hashes]
+        out[kind] = embed_made(encoder, store, keys, lambda i, kind=kind: locator.views(photo(kind, i)).views, batch_size,
+                               progress, f"{stage} {kind}")
+    store.compact()
+    return out
+
+
 def embed_reshoots(encoder: Encoder, store: EmbeddingStore, originals: Originals, changes: Sequence[str], seed: int,
                    backdrops: Backdrops, batch_size: int = 32, progress: Progress = silent,
                    locator: Locator | None = None) -> dict[str, list[np.ndarray]]:
-    """Every original re-shot by every change, as the (views, dim) embeddings its query would be searched with
-    (vibe.locate.query), through the embedding cache: a rebuild only embeds re-shots of new photos."""
-    locator = locator or Locator.for_encoder(encoder)
-    out = {}
-    for change in changes:
-        def views_of(i: int, change: str = change) -> list[Image.Image]:
-            photo = reshot_photo({"path": originals.paths[i], "change": change, "id": originals.ids[i]}, seed, backdrops)
-            return locator.views(photo).views
+    """Every original re-shot by every change (vibe.eval.reshoot), embedded as the query it would be: a rebuild only
+    embeds re-shots of new photos."""
+    def photo(change: str, i: int) -> Image.Image:
+        return reshot_photo({"path": originals.paths[i], "change": change, "id": originals.ids[i]}, seed, backdrops)
 
-        made_of = backdrops.digest if change in USES_BACKDROPS else ""
-        keys = [reshoot_key(h, change, seed, locator.version, made_of) for h in originals.hashes]
-        out[change] = embed_made(encoder, store, keys, views_of, batch_size, progress, f"re-shoot {change}")
-    store.compact()
-    return out
+    return _embed_kinds(encoder, store, originals, changes, photo,
+                        lambda c: (c, backdrops.digest if c in USES_BACKDROPS else ""), seed, batch_size, progress,
+                        locator, "re-shoot")
+
+
+def heldout_query(originals: Originals, i: int, kind: str, seed: int, others: Backdrops, part: str):
+    """Original i as a held-out kind of photo (vibe.eval.heldout): the photo, every product's box, the target's."""
+    from .heldout import heldout_photo
+
+    return heldout_photo(load_image(originals.paths[i]), kind, seed, int(originals.ids[i]), others.photos, part)
+
+
+def heldout_case(case: dict, seed: int, others: Backdrops, part: str = "score"):
+    """The held-out photo of a report's case ({"path", "change" (the kind), "id"}), made again exactly."""
+    from .heldout import heldout_photo
+
+    return heldout_photo(load_image(case["path"]), case["change"], seed, int(case["id"]), others.photos, part).image
+
+
+def embed_heldout(encoder: Encoder, store: EmbeddingStore, originals: Originals, kinds: Sequence[str], seed: int,
+                  others: Backdrops, part: str = "score", batch_size: int = 32, progress: Progress = silent,
+                  locator: Locator | None = None) -> dict[str, list[np.ndarray]]:
+    """Every original as every held-out kind of photo (vibe.eval.heldout, of its `part`'s real photos), embedded as the
+    query it would be. `others`: the catalogue photos a page screenshot shows beside the product."""
+    from .heldout import VERSION
+
+    return _embed_kinds(encoder, store, originals, kinds,
+                        lambda kind, i: heldout_query(originals, i, kind, seed, others, part).image,
+                        lambda kind: (f"{VERSION}:{part}:{kind}", others.digest if kind == "page_screenshot" else ""),
+                        seed, batch_size, progress, locator, "held-out")

@@ -11,7 +11,6 @@ from ..catalog.triplets import mine_triplets
 from ..search.matcher import Matcher
 from ..util.progress import Progress, silent
 from .queries import Originals
-from .reshoot import CHANGES
 
 
 def _rank(rows: Sequence[int], targets: set[int]) -> int | None:
@@ -58,7 +57,8 @@ def rank_reshoots(matcher: Matcher, originals: Originals, queries: dict[str, lis
     for mode, per in ranks.items():
         out[mode] = {**_summary([r for v in per.values() for r in v], k), "per_change": {c: _summary(v, k) for c, v in per.items()}}
     # the worst: originals not found at all first, spread over the changes (round-robin), so every change shows
-    cases.sort(key=lambda c: (c["rank_same"] is not None, -(c["rank_same"] or 0), list(CHANGES).index(c["change"]), c["id"]))
+    order = list(queries)  # the changes (or kinds) in the order they were asked for
+    cases.sort(key=lambda c: (c["rank_same"] is not None, -(c["rank_same"] or 0), order.index(c["change"]), c["id"]))
     by_change: dict[str, list] = {}
     for c in cases:
         by_change.setdefault(c["change"], []).append(c)
