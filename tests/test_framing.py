@@ -150,3 +150,20 @@ def test_busy_reshoots_are_cached_with_the_photos_their_backdrop_is_made_of(buil
     assert len(store) == len(EmbeddingStore(tmp_path, tiny_encoder.fingerprint, tiny_encoder.dim))
     embed_reshoots(tiny_encoder, store, originals, ["busy"], 0, later)
     assert len(store) == len(EmbeddingStore(tmp_path, tiny_encoder.fingerprint, tiny_encoder.dim))  # nothing new
+
+
+def test_a_white_backdrop_under_a_colour_cast_is_also_searched_evened_out_and_a_coloured_one_is_not():
+    from vibe.locate.query import Locator, white_gains
+
+    assert white_gains((255, 255, 255)) is None and white_gains((90, 90, 95)) is None  # white already; dark
+    assert white_gains((240, 215, 225)) is None  # pink paper is a colour, not a white balance
+    assert np.allclose(white_gains((255, 236, 212)), (1.0, 255 / 236, 255 / 212))
+    photo = Image.open(sorted((SAMPLE / "images").iterdir())[3]).convert("RGB").resize((240, 320))
+    warm = Image.fromarray((np.asarray(photo, np.float32) * (1.0, 0.93, 0.84)).clip(0, 255).astype(np.uint8))
+    locator = Locator(True, 160, segmenter=False, detector=False)
+    plain = locator.views(photo)
+    cast = locator.views(warm)
+    assert len(plain.views) == 1 and len(cast.views) == 2, cast.names
+    truth = np.asarray(plain.views[0].resize((80, 80)), np.float32)
+    as_shot, evened = (np.abs(np.asarray(v.resize((80, 80)), np.float32) - truth).mean() for v in cast.views)
+    assert evened < 0.5 * as_shot, (as_shot, evened)

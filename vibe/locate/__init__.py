@@ -1,2 +1,3 @@
-"""From a photo to what is searched: the product framed on a plain backdrop, or cut out of a busy one, re-centred on
-white the way catalogue photos are shot. Retrieval calls `locate.query.query_views` once per photo."""
+"""From a photo to what is searched: every product in it proposed as a box, the chosen one framed on white when its
+backdrop is plain or cut out of a busy one, re-centred the way catalogue photos are shot. Retrieval calls
+`locate.query.Locator.views` once per photo."""

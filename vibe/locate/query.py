@@ -1,45 +1,90 @@
-"""The photo-to-views step of a query, in one place: what an uploaded photo is searched as. The product framed on
-white when framing finds a plain backdrop; else the whole photo, nine crops and the segmenter's cut-out, of which
-retrieval keeps the view that looks most like some catalogue photo."""
+"""The photo-to-views step of a query, in one place: what an uploaded photo is searched as. A photo of one product on a
+plain backdrop is framed on white, as catalogue photos are shot. Any other photo gets product proposals (every product
+found, best first, as in Google Lens); the best one is cut out of its box, re-centred on white and searched, and any
+other one, or a box the user draws, can be searched instead."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 
+from ..errors import VibeError
+from .boxes import check_box, iou
 from .framing import VERSION as FRAMING_VERSION
-from .framing import Framing, crops, frame_product
+from .framing import Framing, crops, frame_product, on_white, reduced
+from .proposals import Proposal
 
-GRID = 3  # crops: GRID x GRID windows
+VERSION = "views-2"  # how views are made from proposals and framing: change it when that changes (2: a cast undone)
+GRID = 3  # without a detector: GRID x GRID fixed crops
+# a plain backdrop this light and this close to grey, but not white, may be white under a colour cast (a warm or a cool
+# white balance) or a cream sheet of paper: the product is searched both as it is and evened out so the backdrop is white
+LIGHT_BACKDROP, MAX_CAST = 175, 1.3
+PAD = 0.06  # a box is cropped with this share of its side around it: the edges of the product stay in
 
 
 @dataclass
 class QueryViews:
-    """What one query photo is searched as: its views (PIL images, ready to embed), what each one is, and what
-    framing found (None when the backbone does not frame photos)."""
+    """What one query photo is searched as. `views` (PIL images, ready to embed) with what each one is (`names`) and the
+    box it was cut from; `proposals`: every product found in the photo, best first; `picked`: the proposal the views
+    come from (None: a drawn box, or no proposals); `framing`: what framing found (None: this backbone does not frame)."""
 
     views: list[Image.Image]
     names: list[str]
     framing: Framing | None = None
     boxes: list[tuple[int, int, int, int] | None] = field(default_factory=list)
+    proposals: list[Proposal] = field(default_factory=list)
+    picked: int | None = None
+    photo: Image.Image | None = field(default=None, repr=False)  # the decoded photo the boxes are in
 
-    def note(self, picked: int) -> str:
+    @property
+    def scale(self) -> float:
+        """The original photo's pixels per pixel of `photo` (a large JPEG is decoded reduced)."""
+        return float(self.photo.info.get("scale", 1.0)) if self.photo is not None else 1.0
+
+    def in_photo(self, box) -> list[int] | None:
+        """A box of the decoded photo in the original photo's pixels (what the user sees and gives)."""
+        return None if box is None else [int(round(v * self.scale)) for v in box]
+
+    def note(self, view: int) -> str:
         """How the query was searched, for the page and the CLI."""
         if self.framing is None:
             return "searched as it is (this backbone does not frame photos)"
-        if self.framing.applied:
-            return "the product was found on a plain backdrop and framed on white"
-        return (f"no plain backdrop to frame it on ({self.framing.reason}): searched as {self.names[picked]}, the best "
-                f"of {len(self.views)} views")
+        name = self.names[view]
+        if len(self.views) > 1:
+            return f"searched as {name}, the best of {len(self.views)} views"
+        return f"searched as {name}"
+
+
+def white_gains(background) -> np.ndarray | None:
+    """Per-channel gains that make a light, near-neutral backdrop white (a white balance read off the backdrop, the
+    way a camera's white-patch correction works); None when it is white already, dark, or plainly coloured."""
+    if background is None:
+        return None
+    bg = np.asarray(background, dtype=np.float32)
+    r, g, b = bg
+    if bg.min() < LIGHT_BACKDROP or bg.max() / max(bg.min(), 1.0) > MAX_CAST or 255 - bg.min() <= 6:
+        return None
+    if not min(r, b) - 4 <= g <= max(r, b) + 4:  # light casts run from warm to cool (red against blue): a pink or a
+        return None  # green backdrop is a colour, not a white balance
+    return 255.0 / np.maximum(bg, 1.0)
+
+
+def balanced(photo: Image.Image, gains: np.ndarray) -> Image.Image:
+    """`photo` with each channel multiplied by its gain (clipped at white); its info (the decode scale) kept."""
+    lut = [min(255, int(round(v * g))) for g in gains for v in range(256)]
+    out = photo.point(lut)
+    out.info.update(photo.info)
+    return out
 
 
 class Locator:
     """Makes the views of query photos for an encoder: `side` is the long side the encoder needs (its frame_side)."""
 
-    def __init__(self, frames: bool, side: int, segmenter=None):
-        """`segmenter`: a Segmenter, False for none, or None for the shipped one (loaded when first needed)."""
+    def __init__(self, frames: bool, side: int, segmenter=None, detector=None):
+        """`segmenter`, `detector`: the model to use, False for none, or None for the shipped one (loaded when needed)."""
         self.frames, self.side = frames, side
-        self._segmenter = segmenter
+        self._segmenter, self._detector = segmenter, detector
 
     @classmethod
     def for_encoder(cls, encoder) -> "Locator":
@@ -47,7 +92,7 @@ class Locator:
 
     @property
     def segmenter(self):
-        """The product segmenter (vibe.locate.segment), loaded on the first photo framing leaves alone."""
+        """The product segmenter (vibe.locate.segment): the cut-out inside a box whose backdrop is not plain."""
         if self._segmenter is None:
             from .segment import load_segmenter
 
@@ -55,22 +100,95 @@ class Locator:
         return self._segmenter or None
 
     @property
+    def detector(self):
+        """The proposal detector (vibe.locate.proposals)."""
+        if self._detector is None:
+            from .proposals import load_detector
+
+            self._detector = load_detector() or False
+        return self._detector or None
+
+    @property
     def version(self) -> str:
         """What decides a photo's views besides the photo: part of the cache key of an embedded re-shot photo."""
-        seg = self.segmenter.digest if self.frames and self.segmenter else None
-        return f"{FRAMING_VERSION if self.frames else None}:crops-{GRID * GRID}:segmenter-{seg}"
-
-    def views(self, photo: Image.Image) -> QueryViews:
-        """The views of one decoded RGB photo (see the module doc)."""
         if not self.frames:
-            return QueryViews([photo], ["the photo as it is"])
+            return "unframed"
+        seg = self.segmenter.digest if self.segmenter else None
+        det = self.detector.digest if self.detector else f"none:crops-{GRID * GRID}"
+        return f"{FRAMING_VERSION}:{VERSION}:proposals-{det}:segmenter-{seg}"
+
+    def propose(self, photo: Image.Image) -> tuple[list[Proposal], Framing | None, Image.Image | None, Proposal | None]:
+        """Every product in the photo, best first; what framing found; the framed photo when framing applies; and the
+        detector's own best box when it disagrees with framing's (a gradient or a vignette can pass for a plain
+        backdrop). A photo of one product on a plain backdrop is its own proposal (the framed box) and comes first."""
+        if not self.frames:
+            return [], None, None, None
         framed, found = frame_product(photo, self.side)
+        found_boxes = self.detector.propose(photo) if self.detector else []
+        if found.applied:  # a plain backdrop: framing knows where the product is (other products stay to pick from)
+            others = [p for p in found_boxes if iou(p.box, found.box) < 0.3]
+            rival = found_boxes[0] if found_boxes and iou(found_boxes[0].box, found.box) < 0.5 else None
+            return [Proposal(found.box, 1.0), *others], found, framed, rival
+        return found_boxes, found, None, None
+
+    def view(self, photo: Image.Image, box: tuple[int, int, int, int]) -> tuple[Image.Image, str]:
+        """The product inside `box`, re-centred on white: framed when the box's own backdrop is plain, else cut out by
+        the segmenter, else the box's contents as they are on a white margin. (view, how it was made)."""
+        w, h = box[2] - box[0], box[3] - box[1]
+        pad = (int(w * PAD), int(h * PAD))
+        crop = photo.crop((max(0, box[0] - pad[0]), max(0, box[1] - pad[1]), min(photo.width, box[2] + pad[0]),
+                           min(photo.height, box[3] + pad[1])))
+        framed, found = frame_product(crop, self.side)
         if found.applied:
-            return QueryViews([framed], ["the framed product"], found, [found.box])
+            return framed, "framed on white"
+        cut = self.segmenter.cut_out(crop) if self.segmenter else None
+        if cut is not None:
+            return self.segmenter.view(crop, self.side, cut), "cut out on white"
+        return on_white(reduced(crop, self.side)), "as it is"
+
+    def views(self, photo: Image.Image, box=None, proposal: int | None = None, every: bool = False) -> QueryViews:
+        """The views of one decoded RGB photo: of `box` (one the user drew), of proposal number `proposal` (0: the best),
+        of `every` proposal, or by default of the best one. Without a detector: the whole photo, nine crops and the
+        segmenter's cut-out, of which retrieval keeps the one that looks most like a catalogue photo."""
+        if not self.frames:
+            return QueryViews([photo], ["the photo as it is"], boxes=[None], photo=photo)
+        if box is not None:  # given in the photo's own pixels, checked there
+            scale = float(photo.info.get("scale", 1.0))
+            full = (round(photo.width * scale), round(photo.height * scale))
+            box = tuple(v / scale for v in check_box(box, full))
+            box = tuple(int(round(v)) for v in box)
+            view, how = self.view(photo, box)
+            return QueryViews([view], [f"the box you drew ({how})"], Framing(False, "a box drawn by hand"), [box],
+                              photo=photo)
+        proposals, found, framed, rival = self.propose(photo)
+        if proposals and proposal is not None and not 0 <= proposal < len(proposals):
+            raise VibeError(f"There is no product {proposal + 1} in this photo: {len(proposals)} were found.")
+        if framed is not None and not every and not proposal:
+            views, names, boxes = [framed], ["the product on a plain backdrop, framed on white"], [found.box]
+            gains = white_gains(found.background)
+            if gains is not None:  # a white backdrop under a colour cast, or a cream one: retrieval keeps the closer
+                views, names, boxes = [*views, balanced(framed, gains)], [
+                    *names, "the product framed on white, under the light that makes its backdrop white"], [*boxes, found.box]
+            if rival is not None:  # framing and the detector disagree: retrieval keeps the more catalogue-like view
+                view, how = self.view(photo, rival.box)
+                views, names, boxes = [*views, view], [*names, f"the detector's product ({how})"], [*boxes, rival.box]
+            return QueryViews(views, names, found, boxes, proposals, 0, photo)
+        if proposals:
+            chosen = range(len(proposals)) if every else [proposal or 0]
+            made = [self.view(photo, proposals[i].box) for i in chosen]
+            return QueryViews([v for v, _ in made], [f"product {i + 1} of {len(proposals)} ({how})" for i, (_, how)
+                                                      in zip(chosen, made)], found,
+                              [proposals[i].box for i in chosen], proposals, None if every else chosen[0], photo)
+        return self._fallback(photo, found)
+
+    def _fallback(self, photo: Image.Image, found: Framing) -> QueryViews:
+        """No product proposed: the whole photo, fixed crops when there is no detector, and the segmenter's cut-out."""
+        views, names = [photo], ["the whole photo"]
+        if not self.detector:
+            views += crops(photo, grid=GRID)
+            names += [f"crop {i} of {GRID * GRID} (70 % of each side)" for i in range(1, GRID * GRID + 1)]
         cut = self.segmenter.cut_out(photo) if self.segmenter else None
-        views = [photo, *crops(photo, grid=GRID)]
-        names = ["the whole photo", *(f"crop {i} of {GRID * GRID} (70 % of each side)" for i in range(1, GRID * GRID + 1))]
         if cut is not None:
             views.append(self.segmenter.view(photo, self.side, cut))
             names.append("the product as the segmenter cut it out, on white")
-        return QueryViews(views, names, found)
+        return QueryViews(views, names, found, [None] * len(views), photo=photo)

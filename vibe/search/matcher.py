@@ -2,6 +2,7 @@
 space) and `combo` (an outfit of complementary items, ranked in the 256-D style space; vibe.search.outfit)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +80,10 @@ class Matcher:
 
     # --- queries -------------------------------------------------------------------------------------------
     def find(self, image: ImageSource | None = None, *, item_id: int | None = None, mode: str = "same", k: int = 10,
-             per_slot: int = 4, name: str | None = None) -> FindResult:
-        """Matches for an uploaded image (path, bytes, file) or a catalogue item id. The query never matches itself."""
+             per_slot: int = 4, name: str | None = None, box=None, proposal: int | None = None) -> FindResult:
+        """Matches for an uploaded image (path, bytes, file) or a catalogue item id. The query never matches itself.
+        An upload is searched as its best product proposal (vibe.locate.query), or as proposal number `proposal`
+        (0: the best), or as the product inside `box` (left, top, right, bottom in the photo's pixels)."""
         if (image is None) == (item_id is None):
             raise VibeError("Give either an image or a catalogue item id.")
         if item_id is not None:
@@ -90,25 +93,49 @@ class Matcher:
             known = {h: self.labels[h][row] for h in (*HEADS, "slot")}
             return self.search(self.art.clip.vector(row), mode=mode, k=k, exclude=self.rows_of_hash[self.hashes[row]] + [row],
                                known=known, per_slot=per_slot, query_id=int(item_id))
-        exclude, view, shown = [], None, None
+        found, exclude = self.locate(image, name, box, proposal)
+        return self.search_views(found, mode=mode, k=k, per_slot=per_slot, exclude=exclude)
+
+    def locate(self, image: ImageSource, name: str | None = None, box=None, proposal: int | None = None,
+               every: bool = False):
+        """(what the photo is searched as: vibe.locate.query.QueryViews, the catalogue rows of its very bytes). An
+        upload identical to a catalogue photo is that item: its stored embedding is used, nothing is embedded twice."""
         name = str(image) if isinstance(image, (str, Path)) else name  # what an error message calls the photo
+        exclude = []
         if not isinstance(image, Image.Image):
             image = read_bytes(image)
             exclude = self.rows_of_hash.get(content_hash(image), [])
-        if exclude:  # an upload identical to a catalogue photo reuses its stored embedding: nothing is embedded twice
-            emb = self.art.clip.vector(exclude[0])
+        if exclude and box is None and not proposal and not every:
+            return None, exclude
+        return self.locator.views(load_image(image, name, self.encoder.decode_side), box, proposal, every), exclude
+
+    def search_views(self, found, *, mode: str = "same", k: int = 10, per_slot: int = 4, exclude=()) -> FindResult:
+        """Search a located photo (`locate`): its views embedded, the one most like a catalogue photo kept."""
+        exclude = list(exclude)
+        if found is None:  # the same bytes as a catalogue photo
             same_as = int(self._ids[exclude[0]])
-            view = {"views": 1, "picked": 0, "note": f"the same photo as catalogue item {same_as}", "same_as": same_as}
-        else:
-            found = self.locator.views(load_image(image, name, self.encoder.decode_side))
-            emb, picked = self.pick_view(self.encoder.encode_views(found.views))
-            view = {"views": len(found.views), "picked": picked, "note": found.note(picked)}
-            # what was searched, when it is not the upload itself: the framed product, a crop or the cut-out
-            framed = found.framing is not None and found.framing.applied
-            shown = found.views[picked] if picked or framed else None
+            result = self.search(self.art.clip.vector(exclude[0]), mode=mode, k=k, exclude=exclude, per_slot=per_slot)
+            result.query_view = {"views": 1, "picked": 0, "note": f"the same photo as catalogue item {same_as}",
+                                 "same_as": same_as, "proposals": [], "proposal": None, "box": None}
+            return result
+        emb, picked = self.pick_view(self.encoder.encode_views(found.views))
         result = self.search(emb, mode=mode, k=k, exclude=exclude, per_slot=per_slot)
-        result.query_view, result.query_image = view, shown
+        result.query_view = {"views": len(found.views), "picked": picked, "note": found.note(picked),
+                             "proposals": [{"box": found.in_photo(p.box), "score": round(p.score, 3)} for p in found.proposals],
+                             "proposal": found.picked, "box": found.in_photo(found.boxes[picked]) if found.boxes else None}
+        result.query_image = found.views[picked]  # what was searched: the framed product, its cut-out, a crop...
         return result
+
+    def find_every(self, image: ImageSource, *, mode: str = "same", k: int = 10, per_slot: int = 4,
+                   name: str | None = None) -> list[FindResult]:
+        """Matches for every product proposed in the photo, best proposal first (`find --all`)."""
+        found, exclude = self.locate(image, name, every=True)
+        out = []
+        for i, (view, view_name, box) in enumerate(zip(found.views, found.names, found.boxes)):
+            one = dataclasses.replace(found, views=[view], names=[view_name], boxes=[box],
+                                      picked=i if found.proposals else None)
+            out.append(self.search_views(one, mode=mode, k=k, per_slot=per_slot, exclude=exclude))
+        return out
 
     def pick_view(self, views: np.ndarray) -> tuple[np.ndarray, int]:
         """Of a query's views (the photo and its crops), the one whose best catalogue match is closest: the view that

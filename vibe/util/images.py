@@ -54,7 +54,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 def load_image(source: ImageSource, name: str | None = None, max_side: int | None = None) -> Image.Image:
     """Return an RGB image, or raise ImageError with one sentence saying what is wrong.
     `max_side`: a JPEG is decoded at a reduced scale (1/2, 1/4, 1/8) as long as both sides stay at least this large:
-    a phone photo meant for a 224-px model decodes several times faster, with the detail the model can use."""
+    a phone photo meant for a 224-px model decodes several times faster, with the detail the model can use. The
+    image's info["scale"] is then the photo's pixels per decoded pixel (1.0 otherwise)."""
     if isinstance(source, Image.Image):
         return _to_rgb(source)
     label = name or (str(source) if isinstance(source, (str, Path)) else "the upload")
@@ -69,11 +70,14 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
                 raise ImageError(f"{label} is {im.width}x{im.height} pixels, over the {MAX_PIXELS // 1_000_000} MP limit: resize it first.")
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)  # animated GIF/WebP: the first frame
+            full = im.width
             if max_side and im.format == "JPEG" and min(im.size) > 2 * max_side:
                 im.draft(im.mode, (max_side, max_side))
             im.load()
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
+            factor = full / im.width  # a reduced decode: boxes the user gives or sees are in the photo's own pixels
+            im = _to_rgb(ImageOps.exif_transpose(im))
+            im.info["scale"] = factor
+            return im
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
