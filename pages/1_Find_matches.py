@@ -3,6 +3,8 @@ import streamlit as st
 
 from pages.ui.board import outfit_board
 from pages.ui.common import guard, page_with_bundle, thumbnail_grid
+from pages.ui.picker import pick_product
+from vibe.util.files import content_hash
 
 MODES = {"Same item (strict)": "same", "Style combo (mix & match)": "combo"}
 
@@ -49,13 +51,29 @@ if query is None:
     st.info("Upload a photo (jpg, png or webp), pick a catalogue item, or search by words.")
     st.stop()
 
-with guard():
-    result = bundle.matcher.find(**query, mode=MODES[mode_label], k=k)
-
-q1, q2 = st.columns([1, 3])
-with q1:
+mode = MODES[mode_label]
+located, exclude = None, []
+if "image" in query:  # an upload: every product in it, so that the user can pick which one is searched
     with guard():
-        st.image(preview, caption="query", width=180)
+        located, exclude = bundle.matcher.locate(query["image"], query["name"])
+picker = located is not None and bool(located.proposals)
+q1, q2 = st.columns([2, 3] if picker else [1, 3])
+with q1:
+    choice = ("proposal", 0)
+    if picker:
+        choice = pick_product(located.photo, located.proposals, key=content_hash(query["image"])[:12])
+    else:
+        with guard():
+            st.image(preview, caption="query", width=180)
+    with guard():
+        if located is not None and choice == ("proposal", 0):
+            result = bundle.matcher.search_views(located, mode=mode, k=k, exclude=exclude)
+        elif choice[0] == "proposal":
+            result = bundle.matcher.find(**query, mode=mode, k=k, proposal=choice[1])
+        elif choice[0] == "box":
+            result = bundle.matcher.find(**query, mode=mode, k=k, box=located.in_photo(choice[1]))
+        else:
+            result = bundle.matcher.find(**query, mode=mode, k=k)
     if result.query_view:
         st.caption(result.query_view["note"])
     if result.query_image is not None:

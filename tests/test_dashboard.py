@@ -418,3 +418,29 @@ def test_merchandiser_pages_speak_without_formulas(app, small_catalog):
         if page.startswith("1"):
             assert any(t.startswith("**#1 · ") for t in shown)  # result cards carry their rank
             assert any(t.startswith("Not filtered on") for t in shown)  # the tiny heads are unsure: said in words
+
+
+def test_an_upload_shows_its_products_and_another_one_can_be_searched(app, small_catalog):
+    import io
+
+    from PIL import Image
+
+    from vibe.eval.heldout import scene
+
+    products = [Image.open(p).convert("RGB") for p in sorted((small_catalog / "images").iterdir())[20:23]]
+    shot = scene(products, 0, 3, "score")
+    photo = io.BytesIO()
+    shot.image.save(photo, "JPEG", quality=92)
+    at = _open(app, "1_Find_matches.py")
+    at.file_uploader[0].set_value(("three-products.jpg", photo.getvalue(), "image/jpeg"))
+    at.run()
+    _no_errors(at)
+    picker = [json.loads(c.proto.json_args) for c in at.get("component_instance")]
+    assert len(picker) == 1 and len(picker[0]["boxes"]) >= 2  # every product found, boxed on the photo
+    assert any(c.value.startswith("searched as product 1 of") for c in at.caption)
+    choice = at.get("segmented_control")[1]  # [0] is the mode
+    choice.set_value("2")
+    at.run()
+    _no_errors(at)
+    assert any(c.value.startswith("searched as product 2 of") for c in at.caption)
+    assert len(at.image) == 1 + 8  # the view searched and the results

@@ -1,0 +1,59 @@
+"""The product picker of Find matches (pages/ui/boxes/index.html): the upload with its product boxes, numbered; a
+click searches another product, a drag draws a box. Widgets beside it (a choice of product, a box typed in) do the same
+for keyboards and for tests, which cannot run a component."""
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import streamlit as st
+import streamlit.components.v1 as components
+from PIL import Image
+
+_component = components.declare_component("product_picker", path=str(Path(__file__).with_name("boxes")))
+
+
+def _data_url(photo: Image.Image, side: int = 900) -> str:
+    shown = photo.copy()
+    shown.thumbnail((side, side))
+    buf = io.BytesIO()
+    shown.save(buf, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def pick_product(photo: Image.Image, proposals, key: str):
+    """What the user wants searched in an upload: ("proposal", index) or ("box", (x0, y0, x1, y1) in the pixels of
+    `photo`). The latest of a click on the picker and a change of the widgets wins; a new upload (another `key`)
+    starts at proposal 0. `proposals`: the products found in `photo` (vibe.locate.proposals.Proposal), best first."""
+    boxes = [p.box for p in proposals]
+    state = st.session_state.setdefault(f"pick-{key}", {"choice": ("proposal", 0), "seen": None})
+    event = _component(src=_data_url(photo), width=photo.width, height=photo.height, boxes=[list(b) for b in boxes],
+                       picked=state["choice"][1] if state["choice"][0] == "proposal" else -1,
+                       drawn=list(state["choice"][1]) if state["choice"][0] == "box" else None, key=f"picker-{key}",
+                       default=None)
+    if event and event.get("at") != state["seen"]:
+        state["seen"] = event["at"]
+        state["choice"] = ("proposal", int(event["index"])) if event["kind"] == "pick" else ("box", tuple(event["box"]))
+        st.rerun()
+    labels = [f"{i + 1}" for i in range(len(boxes))]
+    if len(boxes) > 1:
+        current = state["choice"][1] if state["choice"][0] == "proposal" else None
+        chosen = st.segmented_control("Product to search", labels, default=labels[current] if current is not None else None,
+                                      key=f"product-{key}-{current}")
+        if chosen is not None and int(chosen) - 1 != current:
+            state["choice"] = ("proposal", int(chosen) - 1)
+            st.rerun()
+    with st.expander("Or type a box (left, top, right, bottom, in pixels of the photo as shown here)"):
+        typed = st.text_input("Box", key=f"box-{key}", placeholder=f"e.g. 10,20,{photo.width // 2},{photo.height // 2}")
+        if st.button("Search this box", key=f"box-go-{key}") and typed:
+            try:
+                box = tuple(float(v) for v in typed.split(","))
+            except ValueError:
+                box = ()
+            if len(box) != 4:
+                st.error(f"A box is four numbers, left,top,right,bottom (got {typed!r}).")
+            else:
+                state["choice"] = ("box", box)
+                st.rerun()
+    return state["choice"]
