@@ -20,7 +20,8 @@ from ..util.progress import Progress, silent
 from .stages import STAGES, Context, load
 
 KEYS = ("embed_pipeline_vs_forward", "fast_path_speedup_vs_prototype", "fast_path_min_cosine", "query_p50_ms",
-        "query_p95_ms", "query_p50_over_forward", "framing_ms", "framing_share_of_query", "incremental_1pct_over_full",
+        "query_p95_ms", "query_p50_over_forward", "framing_ms", "framing_share_of_query", "proposal_query_p50_ms",
+        "proposal_query_over_framed", "incremental_1pct_over_full",
         "umap_cached_load_s", "umap_fresh_44k_s", "peak_rss_gb", "ann_1m_recall_at_10", "ann_1m_query_p50_ms",
         "exact_1m_query_p50_ms", "ann_1m_index_gb", "items_load_1m_s", "ray_embed_vs_local")
 
