@@ -104,26 +104,39 @@ def test_a_filter_whose_head_is_unsure_is_not_applied(built, tiny_encoder):
 
 
 def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder):
+    from vibe.locate.query import Locator
     from vibe.search.matcher import Matcher
     from vibe.store.artifacts import load_artifacts
 
-    matcher = Matcher(load_artifacts(built[0]), tiny_encoder)
+    art = load_artifacts(built[0])
+    matcher = Matcher(art, tiny_encoder)  # the shipped detector and segmenter
     product = _product()
-    tinted = Image.new("RGB", (500, 400), (236, 226, 208))
+    tinted = Image.new("RGB", (500, 400), (200, 225, 205))  # a green sheet: a colour, not a white balance
     tinted.paste(product, (150, 80), product)
     res = matcher.find(_png(tinted), mode="same", k=3)
     assert res.query_view["views"] == 1 and "framed on white" in res.query_view["note"]
     busy = Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 500, 3), dtype=np.uint8))
     busy.paste(product, (150, 80), product)
     res = matcher.find(_png(busy), mode="same", k=3)
+    # the best proposal, with the whole photo and the segmenter's cut-out beside it (a cut-off or busy photo)
+    assert res.query_view["proposal"] == 0 and res.query_view["views"] == 3, res.query_view
+    assert "product 1 of" in found_names(matcher, busy)[0]
+    # without a detector: the whole photo, nine fixed crops and the cut-out; retrieval keeps the most catalogue-like
+    matcher = Matcher(art, tiny_encoder, Locator(tiny_encoder.framing, tiny_encoder.frame_side, detector=False))
+    res = matcher.find(_png(busy), mode="same", k=3)
     assert res.query_view["views"] == 11 and "best of 11 views" in res.query_view["note"]  # photo, 9 crops, cut-out
-    views, found = tiny_encoder.encode_query(_png(busy))
-    assert views.shape == (11, 512) and not found.applied
+    found = matcher.locator.views(busy)
+    views = tiny_encoder.encode_views(found.views)
+    assert views.shape == (11, 512) and not found.framing.applied
     best, picked = matcher.pick_view(views)
     scores, _ = matcher.art.clip.index.search(views, 1)
     assert picked == int(np.argmax(scores[:, 0])) and res.query_view["picked"] == picked
     same_photo = matcher.find(matcher.art.catalog_root / matcher.art.items["path"].iat[0], k=2)
     assert "the same photo as catalogue item" in same_photo.query_view["note"]
+
+
+def found_names(matcher, photo):
+    return matcher.locator.views(photo).names
 
 
 def test_busy_reshoots_are_cached_with_the_photos_their_backdrop_is_made_of(built, tiny_encoder, tmp_path):

@@ -63,9 +63,14 @@ def test_a_busy_query_gets_the_cut_out_as_a_view_only_when_there_is_a_segmenter(
     busy.paste(product, (150, 80), product)
     with_seg = Locator.for_encoder(tiny_encoder)
     found = with_seg.views(busy)
-    assert not found.framing.applied and len(found.views) == 11  # the photo, nine crops, the cut-out
+    assert not found.framing.applied and len(found.views) == 3  # the best proposal, the photo, the cut-out
+    assert found.names[2].startswith("the product as the segmenter cut it out")
     without = Locator(tiny_encoder.framing, tiny_encoder.frame_side, segmenter=False)
-    assert len(without.views(busy).views) == 10 and without.version != with_seg.version  # cached re-shots are not mixed up
+    assert len(without.views(busy).views) == 2 and without.version != with_seg.version  # cached re-shots are not mixed up
+    no_detector = Locator(tiny_encoder.framing, tiny_encoder.frame_side, detector=False)
+    assert len(no_detector.views(busy).views) == 11  # the photo, nine crops, the cut-out
+    neither = Locator(tiny_encoder.framing, tiny_encoder.frame_side, segmenter=False, detector=False)
+    assert len(neither.views(busy).views) == 10
 
 
 def test_the_cli_trains_a_segmenter_into_the_folder_it_names(small_catalog, tmp_path):

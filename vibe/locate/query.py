@@ -15,7 +15,8 @@ from .framing import VERSION as FRAMING_VERSION
 from .framing import Framing, crops, frame_product, on_white, reduced
 from .proposals import Proposal
 
-VERSION = "views-2"  # how views are made from proposals and framing: change it when that changes (2: a cast undone)
+VERSION = "views-3"  # how views are made from proposals and framing: change it when that changes (3: + whole, cut-out)
+EXTRA = ("whole", "cutout")  # searched beside the best proposal of a photo framing cannot take
 GRID = 3  # without a detector: GRID x GRID fixed crops
 # a plain backdrop this light and this close to grey, but not white, may be white under a colour cast (a warm or a cool
 # white balance) or a cream sheet of paper: the product is searched both as it is and evened out so the backdrop is white
@@ -176,18 +177,22 @@ class Locator:
         if proposals:
             chosen = range(len(proposals)) if every else [proposal or 0]
             made = [self.view(photo, proposals[i].box) for i in chosen]
-            return QueryViews([v for v, _ in made], [f"product {i + 1} of {len(proposals)} ({how})" for i, (_, how)
-                                                      in zip(chosen, made)], found,
-                              [proposals[i].box for i in chosen], proposals, None if every else chosen[0], photo)
+            views, names = [v for v, _ in made], [f"product {i + 1} of {len(proposals)} ({how})" for i, (_, how)
+                                                  in zip(chosen, made)]
+            boxes = [proposals[i].box for i in chosen]
+            if not every and not proposal:  # the default search: also the views that serve a cut-off or busy photo
+                more = self._fallback(photo, found, EXTRA)
+                views, names, boxes = [*views, *more.views], [*names, *more.names], [*boxes, *more.boxes]
+            return QueryViews(views, names, found, boxes, proposals, None if every else chosen[0], photo)
         return self._fallback(photo, found)
 
-    def _fallback(self, photo: Image.Image, found: Framing) -> QueryViews:
+    def _fallback(self, photo: Image.Image, found: Framing, which=("whole", "crops", "cutout")) -> QueryViews:
         """No product proposed: the whole photo, fixed crops when there is no detector, and the segmenter's cut-out."""
-        views, names = [photo], ["the whole photo"]
-        if not self.detector:
+        views, names = ([photo], ["the whole photo"]) if "whole" in which else ([], [])
+        if not self.detector and "crops" in which:
             views += crops(photo, grid=GRID)
             names += [f"crop {i} of {GRID * GRID} (70 % of each side)" for i in range(1, GRID * GRID + 1)]
-        cut = self.segmenter.cut_out(photo) if self.segmenter else None
+        cut = self.segmenter.cut_out(photo) if self.segmenter and "cutout" in which else None
         if cut is not None:
             views.append(self.segmenter.view(photo, self.side, cut))
             names.append("the product as the segmenter cut it out, on white")
