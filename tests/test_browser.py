@@ -124,13 +124,13 @@ def _pick_products(page):
     shot = heldout_photo(photos[0], "page_screenshot", 0, 7, photos[1:], "score")
     _upload(page, shot.image)
     frame = _picker(page)
-    assert int(frame.locator("body").get_attribute("data-boxes")) >= 2
+    assert int(frame.locator("body").get_attribute("data-boxes")) >= 3
     page.screenshot(path=str(SHOTS / "picker-page-screenshot.png"), full_page=True)
-    frame.locator('.box[data-index="1"]').click()  # another product of the page
-    page.get_by_text("searched as product 2 of").first.wait_for(timeout=120_000)
+    frame.locator('.box[data-index="2"]').click()  # another product of the page (1: the page's own, 2: framing's box)
+    page.get_by_text("searched as product 3 of").first.wait_for(timeout=120_000)
     _settle(page)
     _no_error_boxes(page)
-    page.screenshot(path=str(SHOTS / "picker-page-screenshot-product-2.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "picker-page-screenshot-product-3.png"), full_page=True)
 
     shot = heldout_photo(photos[2], "real_backdrop", 0, 3, (), "score")
     _upload(page, shot.image)

@@ -57,6 +57,13 @@ class QueryViews:
         return f"searched as {name}"
 
 
+def _inside(box, outer, share: float = 0.8) -> bool:
+    """Whether at least `share` of `box` lies inside `outer`."""
+    w = max(0, min(box[2], outer[2]) - max(box[0], outer[0]))
+    h = max(0, min(box[3], outer[3]) - max(box[1], outer[1]))
+    return w * h >= share * max(1, (box[2] - box[0]) * (box[3] - box[1]))
+
+
 def white_gains(background) -> np.ndarray | None:
     """Per-channel gains that make a light, near-neutral backdrop white (a white balance read off the backdrop, the
     way a camera's white-patch correction works); None when it is white already, dark, or plainly coloured."""
@@ -129,7 +136,12 @@ class Locator:
         if found.applied:  # a plain backdrop: framing knows where the product is (other products stay to pick from)
             others = [p for p in found_boxes if iou(p.box, found.box) < 0.3]
             rival = found_boxes[0] if found_boxes and iou(found_boxes[0].box, found.box) < 0.5 else None
-            return [Proposal(found.box, 1.0), *others], found, framed, rival
+            framed_box = Proposal(found.box, 1.0)
+            if rival is not None and rival in others and _inside(rival.box, found.box):
+                # framing boxed several things as one (a page: the photo, its text, the thumbnails; a table of products):
+                # the detector's product inside it comes first
+                return [rival, framed_box, *[p for p in others if p is not rival]], found, framed, rival
+            return [framed_box, *others], found, framed, rival
         return found_boxes, found, None, None
 
     def view(self, photo: Image.Image, box: tuple[int, int, int, int]) -> tuple[Image.Image, str]:
