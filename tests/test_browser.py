@@ -104,13 +104,21 @@ def _upload(page, photo) -> None:
     _no_error_boxes(page)
 
 
-def _picker(page):
-    """The product picker's frame, once it has drawn its boxes."""
-    iframe = page.locator("iframe[title*='product_picker']").first
-    iframe.wait_for(timeout=120_000)
-    frame = iframe.element_handle().content_frame()
-    frame.locator("body[data-boxes]").wait_for(timeout=60_000)
-    return frame
+def _picker(page, before=None):
+    """The product picker's frame once it shows a photo other than `before` (the data-photo of an earlier upload's
+    picker, which stays on the page until the new upload is rendered) with its boxes."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        iframe = page.locator("iframe[title*='product_picker']").first
+        if iframe.count():
+            frame = iframe.element_handle().content_frame()
+            shown = frame.locator("body").get_attribute("data-photo") if frame else None
+            if shown and shown != before and frame.locator("body[data-boxes]").count():
+                page.get_by_text("searched as").first.wait_for(timeout=120_000)
+                _settle(page)
+                return frame
+        page.wait_for_timeout(500)
+    raise AssertionError(f"the product picker never showed the new upload (still {before})")
 
 
 def _pick_products(page):
@@ -132,9 +140,10 @@ def _pick_products(page):
     _no_error_boxes(page)
     page.screenshot(path=str(SHOTS / "picker-page-screenshot-product-3.png"), full_page=True)
 
+    before = frame.locator("body").get_attribute("data-photo")
     shot = heldout_photo(photos[2], "real_backdrop", 0, 3, (), "score")
     _upload(page, shot.image)
-    frame = _picker(page)
+    frame = _picker(page, before)
     page.screenshot(path=str(SHOTS / "picker-real-backdrop.png"), full_page=True)
     stage = frame.locator("#stage").bounding_box()
     x0, y0, x1, y1 = shot.boxes[shot.target]
