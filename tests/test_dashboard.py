@@ -437,7 +437,8 @@ def test_an_upload_shows_its_products_and_another_one_can_be_searched(app, small
     _no_errors(at)
     picker = [json.loads(c.proto.json_args) for c in at.get("component_instance")]
     assert len(picker) == 1 and len(picker[0]["boxes"]) >= 2  # every product found, boxed on the photo
-    assert any(c.value.startswith("searched as product 1 of") for c in at.caption)
+    # by default: the best proposal, the whole photo and the cut-out, the most catalogue-like kept
+    assert any(c.value.startswith("searched as") and c.value.endswith("the best of 3 views") for c in at.caption)
     choice = at.get("segmented_control")[1]  # [0] is the mode
     choice.set_value("2")
     at.run()
