@@ -10,7 +10,7 @@ from conftest import REPO
 
 # lowest first; a module may import its own package and any package of a lower layer, nothing else
 LAYERS = [["errors"], ["config", "util"], ["catalog"], ["locate"], ["models"], ["store"], ["search"], ["eval"],
-          ["build"], ["qa", "explore", "train"], ["bench"], ["cli"], ["__main__"]]
+          ["build"], ["qa", "explore", "train", "serve"], ["bench"], ["cli"], ["__main__"]]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
@@ -66,7 +66,8 @@ def test_no_module_import_cycles():
 
 
 def test_the_serving_path_never_loads_training_or_build_code():
-    code = ("import sys\nfrom vibe import Encoder\nimport vibe.search.bundle, vibe.search.matcher\n"
+    code = ("import sys\nfrom vibe import Encoder\nimport vibe.search.bundle, vibe.search.matcher, vibe.search.batch\n"
+            "import vibe.serve.app, vibe.serve.state\n"
             "enc = Encoder('vibe-mini')\nenc.encode_query('data/sample/images/10148.jpg')\n"
             "print(sorted(m for m in sys.modules if m.startswith(('vibe.train', 'vibe.build', 'vibe.eval', 'vibe.qa'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

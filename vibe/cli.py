@@ -1,4 +1,4 @@
-"""The command line: build, find, eval, audit, search, status, bench and the training commands. User errors end in one line
+"""The command line: build, find, match, serve, eval, audit, search, status, bench and the training commands. User errors end in one line
 and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
@@ -183,6 +183,30 @@ def parser() -> argparse.ArgumentParser:
     ap_.add_argument("--copies", type=int, default=50, help="photos uploaded again, re-encoded and resized (default 50)")
     ap_.add_argument("--json", action="store_true")
     ap_.add_argument("--workdir", type=Path, default=None, help="where the planted copy is built (default WORKDIR/planted)")
+
+    mt = sub.add_parser("match", help="match every photo of a folder or zip: one CSV row per (photo, rank)",
+                        description="Photos are embedded in batches; each photo's matches go to --out (rewritten after "
+                                    "every batch), and a photo whose best match is under the build's same-item threshold "
+                                    "is marked 'no match'. Running it again skips photos already in --out (by content), "
+                                    "so an interrupted batch resumes.")
+    mt.add_argument("source", type=Path, help="a folder of photos (searched recursively) or a .zip of photos")
+    mt.add_argument("--mode", choices=("same", "combo"), default="same")
+    mt.add_argument("-k", type=int, default=5, help="matches per photo (default 5)")
+    mt.add_argument("--out", type=Path, default=Path("matches.csv"), help="the CSV to write (default matches.csv)")
+    mt.add_argument("--json", action="store_true", help="also print the rows and the summary as JSON")
+    mt.add_argument("--quiet", action="store_true", help="no progress bar")
+    _workdir(mt)
+
+    sv = sub.add_parser("serve", help="the REST API over the current build (FastAPI; OpenAPI docs at /docs)",
+                        description="POST /v1/find, GET /v1/search, POST /v1/embed, GET /v1/items/{id}[/image], "
+                                    "GET /v1/status, GET /healthz. Binds 127.0.0.1 unless told otherwise; any other "
+                                    "address needs --token (or VIBE_API_TOKEN), which every request must then send.")
+    sv.add_argument("--host", default=None, help="default 127.0.0.1")
+    sv.add_argument("--port", type=int, default=None, help="default 8000")
+    sv.add_argument("--token", default=None, help="API token (default $VIBE_API_TOKEN); required off loopback")
+    sv.add_argument("--max-batch", type=int, default=None, help="views embedded together across requests (default 32)")
+    sv.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    _workdir(sv)
 
     s = sub.add_parser("status", help="what is built in the workdir")
     _workdir(s)
@@ -478,6 +502,45 @@ def cmd_audit(a) -> int:
     return 0
 
 
+def cmd_match(a) -> int:
+    from .search.batch import match_to_csv, photos_in
+
+    photos = photos_in(a.source)  # a missing folder or a bad zip fails here, before the model loads
+    if not photos:
+        raise VibeError(f"{a.source} holds no photos (jpg, jpeg, png, webp, gif, bmp, tif, tiff).")
+    bundle = _load(a.workdir or default_workdir(), None)
+    progress = _progress(a.quiet)
+    summary, rows = match_to_csv(bundle.matcher, photos, a.out, mode=a.mode, k=a.k, progress=progress)
+    progress.close()
+    _say(f"{summary.line()}; written to {a.out}")
+    if a.json:
+        print(json.dumps({"summary": summary.to_dict(), "rows": rows.to_dict(orient="records")}, indent=2))
+    return 0
+
+
+def cmd_serve(a) -> int:
+    import logging
+    import os
+
+    from .config import ServeConfig
+
+    cfg = ServeConfig(**_given(workdir=a.workdir or default_workdir(), host=a.host, port=a.port,
+                               token=a.token or os.environ.get("VIBE_API_TOKEN") or None, max_batch=a.max_batch))
+    try:
+        import uvicorn
+
+        from .serve.app import create_app
+        from .serve.state import Served
+    except ImportError as e:
+        raise VibeError(f"The API needs FastAPI and uvicorn ({e.name} is missing): pip install -r requirements.txt.") from None
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    served = Served(cfg.workdir, cfg.backbone)  # a missing or unloadable build is one clear error, before binding
+    _say(f"serving build {served.bundle().build_id} ({served.bundle().encoder.description}) on http://{cfg.host}:{cfg.port}"
+         f" (docs at /docs){'; token required' if cfg.token else ''}")
+    uvicorn.run(create_app(cfg, served), host=cfg.host, port=cfg.port, log_level=a.log_level, access_log=False)
+    return 0
+
+
 def cmd_status(a) -> int:
     from .store.artifacts import status
 
@@ -491,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"build": cmd_build, "find": cmd_find, "eval": cmd_eval, "status": cmd_status, "search": cmd_search,
                 "audit": cmd_audit, "train-backbone": cmd_train_backbone, "train-segmenter": cmd_train_segmenter,
-                "train-proposals": cmd_train_proposals,
+                "train-proposals": cmd_train_proposals, "match": cmd_match, "serve": cmd_serve,
                 "bench": cmd_bench}[a.command](a)
     except VibeError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -188,3 +188,37 @@ def build_config_from_record(record: dict, **changes) -> BuildConfig:
         return cls(**kwargs)
 
     return replace(make(BuildConfig, record), **changes)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """`python -m vibe serve`: where it listens, who may call it, and the limits that keep it answering under load."""
+
+    workdir: Path = field(default_factory=default_workdir)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None  # required on every request when set; required to bind anything but loopback
+    backbone: str | None = None  # default: the one the build was made with
+    max_upload_mb: float = 20.0  # a request body above this is refused (413) before it is read whole
+    max_pixels: int = 40_000_000  # a photo above this is refused from its header, before it is decoded
+    max_batch: int = 32  # views embedded together from concurrent requests
+    window_ms: float = 4.0  # how long the first request of a batch waits for others
+    max_queue: int = 64  # requests waiting for the model; one more is answered 503 with Retry-After
+    max_inflight: int = 128  # requests being handled at once; one more is answered 503 with Retry-After
+    max_k: int = 100
+    max_images: int = 32  # photos per /v1/embed request
+
+    def __post_init__(self):
+        object.__setattr__(self, "workdir", Path(self.workdir))
+        _check(1 <= self.port <= 65535, f"port must be between 1 and 65535, not {self.port}.")
+        _check(self.token is None or len(self.token) >= 8, "token must be at least 8 characters.")
+        _check(self.host in LOOPBACK or self.token is not None,
+               f"Binding {self.host} makes the API reachable from other machines: give --token (or set VIBE_API_TOKEN); "
+               "every request must then send it as 'Authorization: Bearer TOKEN'.")
+        _check(self.max_upload_mb > 0 and self.max_pixels > 0, "max_upload_mb and max_pixels must be positive.")
+        _check(min(self.max_batch, self.max_queue, self.max_inflight, self.max_k, self.max_images) >= 1,
+               "max_batch, max_queue, max_inflight, max_k and max_images must be at least 1.")
+        _check(self.window_ms >= 0, "window_ms must not be negative.")

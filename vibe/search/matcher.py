@@ -109,16 +109,21 @@ class Matcher:
             return None, exclude
         return self.locator.views(load_image(image, name, self.encoder.decode_side), box, proposal, every), exclude
 
-    def search_views(self, found, *, mode: str = "same", k: int = 10, per_slot: int = 4, exclude=()) -> FindResult:
-        """Search a located photo (`locate`): its views embedded, the one most like a catalogue photo kept."""
+    def search_views(self, found, *, mode: str = "same", k: int = 10, per_slot: int = 4, exclude=(),
+                     embedded: np.ndarray | None = None, include_same: bool = False) -> FindResult:
+        """Search a located photo (`locate`): its views embedded (or their `embedded` vectors, when a caller batched
+        the forward passes of many photos: vibe.serve, vibe.search.batch), the one most like a catalogue photo kept.
+        A photo with a catalogue photo's very bytes is searched by that item's stored vector, the item itself left out
+        unless `include_same` (batch matching: that item is the answer)."""
         exclude = list(exclude)
         if found is None:  # the same bytes as a catalogue photo
             same_as = int(self._ids[exclude[0]])
-            result = self.search(self.art.clip.vector(exclude[0]), mode=mode, k=k, exclude=exclude, per_slot=per_slot)
+            result = self.search(self.art.clip.vector(exclude[0]), mode=mode, k=k, per_slot=per_slot,
+                                 exclude=None if include_same else exclude)
             result.query_view = {"views": 1, "picked": 0, "note": f"the same photo as catalogue item {same_as}",
                                  "same_as": same_as, "proposals": [], "proposal": None, "box": None}
             return result
-        emb, picked = self.pick_view(self.encoder.encode_views(found.views))
+        emb, picked = self.pick_view(self.encoder.encode_views(found.views) if embedded is None else embedded)
         result = self.search(emb, mode=mode, k=k, exclude=exclude, per_slot=per_slot)
         result.query_view = {"views": len(found.views), "picked": picked, "note": found.note(picked),
                              "proposals": [{"box": found.in_photo(p.box), "score": round(p.score, 3)} for p in found.proposals],
@@ -130,11 +135,18 @@ class Matcher:
                    name: str | None = None) -> list[FindResult]:
         """Matches for every product proposed in the photo, best proposal first (`find --all`)."""
         found, exclude = self.locate(image, name, every=True)
+        return self.search_every(found, exclude, mode=mode, k=k, per_slot=per_slot)
+
+    def search_every(self, found, exclude=(), *, mode: str = "same", k: int = 10, per_slot: int = 4,
+                     embedded: np.ndarray | None = None) -> list[FindResult]:
+        """Search each view of a photo located with `every=True` on its own (its embeddings computed in one batch)."""
+        embedded = self.encoder.encode_views(found.views) if embedded is None else embedded
         out = []
         for i, (view, view_name, box) in enumerate(zip(found.views, found.names, found.boxes)):
             one = dataclasses.replace(found, views=[view], names=[view_name], boxes=[box],
                                       picked=i if found.proposals else None)
-            out.append(self.search_views(one, mode=mode, k=k, per_slot=per_slot, exclude=exclude))
+            out.append(self.search_views(one, mode=mode, k=k, per_slot=per_slot, exclude=exclude,
+                                         embedded=embedded[i:i + 1]))
         return out
 
     def pick_view(self, views: np.ndarray) -> tuple[np.ndarray, int]:
