@@ -56,3 +56,5 @@ st.page_link("pages/2_Head_accuracy.py", label="Head accuracy: confusion matrice
 st.page_link("pages/3_Embedding_space.py", label="Embedding space: UMAP of the 512-D and 256-D spaces", icon=":material/scatter_plot:")
 st.page_link("pages/4_Catalogue_QA.py", label="Catalogue QA: labels the model disputes, duplicate photos", icon=":material/fact_check:")
 st.page_link(REBUILD_PAGE, label="Rebuild index: embeddings, heads and indexes", icon=":material/build:")
+st.page_link("pages/6_Batch_match.py", label="Batch match: a folder or zip of photos against the catalogue, as CSV",
+             icon=":material/library_add_check:")

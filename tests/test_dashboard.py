@@ -445,3 +445,34 @@ def test_an_upload_shows_its_products_and_another_one_can_be_searched(app, small
     _no_errors(at)
     assert any(c.value.startswith("searched as product 2 of") for c in at.caption)
     assert len(at.image) == 1 + 8  # the view searched and the results
+
+
+def test_batch_match_lists_every_photo_with_its_top_matches_and_offers_the_csv(app, small_catalog):
+    import io
+    import zipfile
+
+    at = _open(app, "6_Batch_match.py")
+    assert at.info  # nothing uploaded yet: says what to do
+    photos = sorted((small_catalog / "images").iterdir())[:4]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in photos[2:]:
+            z.write(p, f"collection/{p.name}")
+    at.file_uploader[0].set_value([(photos[0].name, photos[0].read_bytes(), "image/jpeg"),
+                                   ("broken.jpg", b"not a photo", "image/jpeg"),
+                                   ("more.zip", buf.getvalue(), "application/zip")])
+    at.run()
+    _no_errors(at)
+    at.button[0].click()
+    at.run()
+    _no_errors(at)
+    photos_n, matched, no_match, unreadable = (int(m.value) for m in at.metric)
+    assert photos_n == 4 and unreadable == 1 and matched + no_match == 3  # the broken file: one row with its error
+    table = at.dataframe[0].value
+    assert len(table) == 4 and set(table["query"]) == {photos[0].name, "broken.jpg", f"more.zip/collection/{photos[2].name}",
+                                                      f"more.zip/collection/{photos[3].name}"}
+    own = table[table["query"] == photos[0].name].iloc[0]
+    assert own["photo"].startswith("data:image/jpeg") and own["match_1"].startswith("data:image/jpeg")
+    assert int(own["id_1"]) == int(photos[0].stem)  # a catalogue photo's own item is its first match
+    assert "not an image" in table[table["query"] == "broken.jpg"].iloc[0]["error"]
+    assert at.get("download_button")

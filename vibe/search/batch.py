@@ -58,6 +58,31 @@ def photos_in_zip(data: bytes | Path, label: str = "the zip") -> list[Photo]:
             if not i.is_dir() and _image_name(i.filename)]
 
 
+def photos_from_uploads(files: list[tuple[str, bytes]]) -> list[Photo]:
+    """Uploaded files (name, bytes) as photos: a zip stands for the photos inside it (named zip/inner/path)."""
+    photos = []
+    for name, data in files:
+        if name.lower().endswith(".zip"):
+            photos += [Photo(f"{name}/{p.name}", p.read) for p in photos_in_zip(data, name)]
+        else:
+            photos.append(Photo(name, lambda data=data: data))
+    return photos
+
+
+def per_photo(rows: pd.DataFrame, top: int = 3) -> pd.DataFrame:
+    """One line per query photo: its status and its `top` matches side by side (what the Batch match page shows)."""
+    lines = []
+    for query, mine in rows.groupby("query", sort=False):
+        first = mine.iloc[0]
+        line = {"query": query, "status": first["status"], "searched": first.get("searched", ""),
+                "error": first.get("error", "")}
+        for _, m in mine[mine["rank"].notna()].head(top).iterrows():
+            r = int(m["rank"])
+            line |= {f"id_{r}": int(m["id"]), f"name_{r}": m["name"], f"score_{r}": float(m["score"])}
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
 def photos_in(path: Path) -> list[Photo]:
     """The photos of a folder (every image file under it, hidden ones left out) or of a .zip file."""
     path = Path(path)
