@@ -23,7 +23,10 @@ def test_bench_quick_json_prints_every_key():
     assert out["machine"]["runtime"] and out["machine"]["runtime_why"]  # which path ran, and why
     assert all(isinstance(out[k], (int, float)) and out[k] == out[k] for k in KEYS)  # numbers, not NaN
     assert 0 < out["fast_path_min_cosine"] <= 1.0001 and out["peak_rss_gb"] > 0
-    assert out["machine"]["cores"] >= 1 and out["machine"]["torch"]
+    assert out["machine"]["cores"] >= 1 and out["machine"]["torch"] and out["machine"]["cpu"]
+    # the server under load: every bad input a 4xx and every photo a 200, also while a rebuild is published
+    assert out["serve_unexpected_responses"] == 0 and out["serve_rebuild_failed_requests"] == 0
+    assert out["details"]["serve"]["rebuild"]["swapped"] and out["details"]["match"]["photos"] == 16
 
 
 def test_without_ray_the_bench_completes_and_marks_the_ray_figure_skipped():

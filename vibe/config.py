@@ -21,7 +21,8 @@ ATTRIBUTES: dict[str, str] = {
 }
 HEADS = tuple(ATTRIBUTES)
 OTHER = "Other"
-PRECISIONS = ("auto", "fp32", "bf16", "int8")  # how a CLIP backbone runs (vibe.models.runtime); auto measures which is fastest
+# how a CLIP backbone runs (vibe.models.runtime); auto measures which is fastest here
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "int8-static", "onnx-fp32", "openvino")
 INDEX_KINDS = ("auto", "exact", "ivf")  # FAISS index (vibe.store.index); auto: exact up to vibe.store.index.EXACT_MAX items
 ENGINES = ("local", "ray")  # where images are embedded
 # the re-shoot changes of vibe.eval.reshoot.CHANGES (named here so that a config can be checked before any work)
@@ -205,7 +206,7 @@ class ServeConfig:
     max_upload_mb: float = 20.0  # a request body above this is refused (413) before it is read whole
     max_pixels: int = 40_000_000  # a photo above this is refused from its header, before it is decoded
     max_batch: int = 32  # views embedded together from concurrent requests
-    window_ms: float = 4.0  # how long the first request of a batch waits for others
+    window_ms: float = 2.0  # how long the first request of a batch waits for others
     max_queue: int = 64  # requests waiting for the model; one more is answered 503 with Retry-After
     max_inflight: int = 128  # requests being handled at once; one more is answered 503 with Retry-After
     max_k: int = 100

@@ -17,13 +17,18 @@ import torch
 
 from ..config import SAMPLE_DATA
 from ..util.progress import Progress, silent
-from .stages import STAGES, Context, load
+from . import serving
+from .stages import STAGES as MEASURE
+from .stages import Context, load
+
+STAGES = {**MEASURE, "serve": serving.serve, "match": serving.match}
 
 KEYS = ("embed_pipeline_vs_forward", "fast_path_speedup_vs_prototype", "fast_path_min_cosine", "query_p50_ms",
         "query_p95_ms", "query_p50_over_forward", "framing_ms", "framing_share_of_query", "proposal_query_p50_ms",
         "proposal_query_over_framed", "incremental_1pct_over_full",
         "umap_cached_load_s", "umap_fresh_44k_s", "peak_rss_gb", "ann_1m_recall_at_10", "ann_1m_query_p50_ms",
-        "exact_1m_query_p50_ms", "ann_1m_index_gb", "items_load_1m_s", "ray_embed_vs_local")
+        "exact_1m_query_p50_ms", "ann_1m_index_gb", "items_load_1m_s", "ray_embed_vs_local", "serve_qps_16_over_encode", "serve_p99_16_over_p50_1",
+        "serve_unexpected_responses", "serve_rss_growth", "serve_rebuild_failed_requests", "match_over_build_embedding")
 
 
 @dataclass(frozen=True)
@@ -45,12 +50,18 @@ class BenchConfig:
     ann_backbone: str = "vibe-mini"  # real embeddings to grow the 1M vectors from (trained weights, not random ones)
     items_rows: int = 1_000_000
     ray_images: int = 2000  # a fixed start-up (Ray Data, actor processes: about 8 s here) is paid once per build
+    serve_items: int = 300  # the catalogue `vibe serve` answers from in the serving figures (vibe.bench.serving)
+    serve_photos: int = 64  # distinct query photos the clients send
+    serve_requests: int = 160  # requests at each of 1, 4 and 16 clients
+    serve_mixed: int = 2000  # requests with 10 % bad inputs mixed in
+    match_photos: int = 500  # the folder `vibe match` runs on
 
     @classmethod
     def quick(cls) -> "BenchConfig":
         return cls(backbone="tiny-random", n_images=16, batch_size=8, index_size=2_000, n_queries=5,
                    incremental_base=100, umap_points=300, rss_items=300, repeats=1, ann_vectors=20_000, ann_queries=20,
-                   ann_backbone="tiny-random", items_rows=5_000, ray_images=16)
+                   ann_backbone="tiny-random", items_rows=5_000, ray_images=16, serve_items=60, serve_photos=8,
+                   serve_requests=12, serve_mixed=40, match_photos=16)
 
 
 Stage = Callable[[Context], dict]  # -> top-level figures (a subset of KEYS); details go into ctx.details
@@ -67,6 +78,10 @@ def missing_optional(stage: str) -> str | None:
             found = False
         if not found:
             return "Ray is not installed: pip install -r requirements-scale.txt, then run the bench again"
+    if stage == "serve":
+        missing = [m for m in ("fastapi", "uvicorn", "httpx", "multipart") if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"{', '.join(missing)} not installed: pip install -r requirements.txt, then run the bench again"
     return None
 
 
@@ -76,7 +91,7 @@ def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent, say: Call
     that cannot run is skipped (its figures None, the reason under `skipped`), one that fails is reported under
     `failed` and the rest still run. Returns the documented keys plus `machine`, `details`, `skipped`, `failed`."""
     from ..models.backbone import bf16_native
-    from ..models.runtime import cpu_flags
+    from ..models.runtime import cpu_flags, cpu_model
 
     stages = stages or STAGES
     figures: dict = dict.fromkeys(KEYS)
@@ -108,7 +123,7 @@ def run(cfg: BenchConfig = BenchConfig(), progress: Progress = silent, say: Call
         shutil.rmtree(ctx.tmp, ignore_errors=True)
     encoder = ctx.made.get("encoder")
     machine = {"cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-               "cpu_bf16": bf16_native(), "cpu_flags": cpu_flags(), "threads": torch.get_num_threads(),
+               "cpu": cpu_model(), "cpu_bf16": bf16_native(), "cpu_flags": cpu_flags(), "threads": torch.get_num_threads(),
                **({"runtime": encoder.runtime.name, "runtime_why": encoder.runtime.why} if encoder else {})}
     return {**figures, "machine": machine, "details": ctx.details | {"config": cfg.__dict__}, "skipped": skipped,
             "failed": failed}

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import default_backbone
+from ..config import SAMPLE_DATA, default_backbone
 from ..errors import VibeError
 from ..locate.framing import VERSION as FRAMING_VERSION
 from ..locate.framing import Framing, frame_product
@@ -22,7 +22,7 @@ from ..util.progress import Progress, silent
 from ..util.vectors import l2_normalize
 from .backbone import BackboneParts
 from .registry import load_parts
-from .runtime import RuntimeChoice, choose, int8_path, ort_forward, torch_forward
+from .runtime import ONNX, RuntimeChoice, choose, onnx_path, ort_forward, torch_forward
 
 
 def _digest(obj: dict) -> str:
@@ -61,10 +61,10 @@ class Encoder:
         """What an embedding worker (vibe.build.ray_engine) needs to run this encoder without loading the backbone: when it
         runs on the int8 ONNX model, everything but the network, and that model's bytes. Loading and hashing a CLIP
         (transformers' import, its weights) took each worker 7 s; this, under one. None on torch runtimes."""
-        if self.precision != "int8":
+        if self.precision not in ONNX:
             return None
         return {"info": self.info(), "note": self.note, "preprocess": self.preprocess, "model_key": self._model_key,
-                "onnx": int8_path(self._model_key).read_bytes()}
+                "onnx": onnx_path(self._model_key, self.precision).read_bytes()}
 
     @classmethod
     def from_worker_spec(cls, spec: dict) -> "Encoder":
@@ -78,7 +78,7 @@ class Encoder:
         enc._set_sides()
         enc.fingerprint, enc._model_key = info["fingerprint"], spec["model_key"]
         enc.runtime, enc.precision = RuntimeChoice(**info["runtime"]), info["precision"]
-        enc._run = ort_forward(spec["onnx"])
+        enc._run = ort_forward(spec["onnx"], per_image=ONNX[enc.precision][1])
         return enc
 
     def _choose_runtime(self, requested: str) -> RuntimeChoice:
@@ -89,8 +89,17 @@ class Encoder:
         if requested == "fp32":
             self._run = torch_forward(self._forward, bf16=False)
             return RuntimeChoice("fp32", "asked for" if self.kind == "clip" else "a small backbone: exact fp32", 1.0, 1.0, {})
-        choice, self._run = choose(self.model, self._forward, self.input_side, self._model_key, requested)
+        photos = self._probe_photos() if requested in ("auto", "int8-static") else None
+        choice, self._run = choose(self.model, self._forward, self.input_side, self._model_key, requested, photos)
         return choice
+
+    def _probe_photos(self, n: int = 48) -> torch.Tensor | None:
+        """Real photos as this encoder prepares them (the shipped sample's first n): what the runtime probe times and
+        checks every candidate on, and what int8-static measures its activation ranges on. None without the sample."""
+        paths = sorted((SAMPLE_DATA / "images").glob("*.jpg"))[:n]
+        if len(paths) < n:
+            return None
+        return torch.stack([self.prepare(load_image(p, max_side=self.decode_side)) for p in paths])
 
     def info(self) -> dict:
         """What goes into every manifest built from this encoder."""

@@ -1,12 +1,15 @@
-"""How a CLIP image tower runs on this CPU: torch fp32, torch bf16 autocast (CPUs with native bf16), or ONNX Runtime
-with int8 dynamic quantisation (every x86 CPU; VNNI where present). `auto` times each on a probe batch once per machine
-and backbone, keeps the fastest whose embeddings stay within cosine 0.99 of fp32, and caches the choice (and the
-quantised model) in VIBE_CACHE_DIR (default ~/.cache/vibe), so a process pays for the probe once per machine."""
+"""How a CLIP image tower runs on this CPU: torch fp32, torch bf16 autocast (CPUs with native bf16), ONNX Runtime fp32
+with full graph optimisation, ONNX Runtime int8 (dynamic, or static QDQ calibrated on real photos; VNNI where present),
+or OpenVINO (optional). `auto` times each on a probe batch of real photos once per machine and backbone, keeps the
+fastest whose embeddings stay within cosine 0.99 of fp32, and caches the choice (and the exported and quantised models)
+in VIBE_CACHE_DIR (default ~/.cache/vibe), so a process pays for the probe once per machine."""
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import platform
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +29,7 @@ from .backbone import bf16_native
 RUNTIMES = PRECISIONS[1:]  # all but auto
 MIN_COSINE = 0.99
 PROBE_BATCH = 16
+CANDIDATES_VERSION = 2  # 2: + int8-static, onnx-fp32, openvino; probed on real photos
 Forward = Callable[[torch.Tensor], np.ndarray]  # pixels -> (n, dim) float32, not normalised
 
 
@@ -55,6 +59,15 @@ def cpu_flags() -> list[str]:
     return sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "fma"})
 
 
+def cpu_model() -> str:
+    """The CPU's model name, as the bench reports it beside its figures."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    return next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "unknown")
+
+
 def ort_available() -> bool:
     try:
         import onnx  # noqa: F401  - the exporter writes through it
@@ -73,39 +86,77 @@ class _Tower(torch.nn.Module):
         return self.fn(pixels)
 
 
-def int8_path(model_key: str) -> Path:
-    """Where the int8 ONNX model of a network (its model_key) is cached."""
-    return cache_dir() / f"{model_key}-int8.onnx"
+# the ONNX Runtime candidates: (file suffix, whether an image's embedding depends on the rest of its batch)
+ONNX = {"onnx-fp32": ("fp32", False), "int8": ("int8", True), "int8-static": ("int8-static", False)}
 
 
-def int8_model(model: torch.nn.Module, forward, crop: int, model_key: str) -> Path:
-    """The image tower exported to ONNX and dynamically quantised to int8 (weights per channel), cached per model_key."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def onnx_path(model_key: str, name: str = "int8") -> Path:
+    """Where the ONNX model of a network (its model_key) on runtime `name` is cached."""
+    return cache_dir() / f"{model_key}-{ONNX[name][0]}.onnx"
 
-    out = int8_path(model_key)
+
+def _export(model: torch.nn.Module, forward, crop: int, model_key: str) -> Path:
+    """The image tower exported to ONNX (fp32), cached: the onnx-fp32 runtime and the source of both int8 models."""
+    out = onnx_path(model_key, "onnx-fp32")
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    fp32 = out.with_name(f".{model_key}-{os.getpid()}-fp32.onnx")
-    try:
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on a graph it exports correctly
-            torch.onnx.export(_Tower(forward, model).eval(), (torch.zeros(1, 3, crop, crop),), str(fp32),
-                              input_names=["pixels"], output_names=["emb"], opset_version=17, dynamo=False,
-                              dynamic_axes={"pixels": {0: "n"}, "emb": {0: "n"}})
-        with atomic_path(out) as tmp:
-            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
-    finally:
-        fp32.unlink(missing_ok=True)
+    with atomic_path(out) as tmp, torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on a graph it exports correctly
+        torch.onnx.export(_Tower(forward, model).eval(), (torch.zeros(1, 3, crop, crop),), str(tmp),
+                          input_names=["pixels"], output_names=["emb"], opset_version=17, dynamo=False,
+                          dynamic_axes={"pixels": {0: "n"}, "emb": {0: "n"}})
     return out
 
 
-def ort_forward(model: Path | bytes) -> Forward:
-    """An ONNX Runtime forward over a model file, or its bytes (what a Ray worker is handed). Dynamic int8 quantisation
-    scales each activation tensor by its own range, and a batch is one tensor: an image's embedding would depend on
-    the other images of its batch (cosine 0.991 between an image embedded alone and in a batch of 32, on AVX2). So
-    every image runs on its own, the images of a batch in parallel on single-threaded runs (as fast here as one batch
-    on all threads), and a lone image (a query) on all threads."""
+def onnx_model(name: str, model: torch.nn.Module, forward, crop: int, model_key: str,
+               calibration: np.ndarray | None = None) -> Path:
+    """The cached ONNX model of runtime `name`: fp32 as exported; int8 dynamically quantised (weights per channel,
+    activations scaled per tensor at run time); int8-static quantised with QDQ nodes whose activation ranges were
+    measured once on `calibration` pixels (real photos), so an image's embedding does not depend on its batch."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    out = onnx_path(model_key, name)
+    fp32 = _export(model, forward, crop, model_key)
+    if name == "onnx-fp32" or out.is_file():
+        return out
+    with atomic_path(out) as tmp:
+        if name == "int8":
+            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        else:
+            if calibration is None:
+                raise VibeError("int8-static needs calibration photos to measure its activation ranges.")
+
+            class Photos(CalibrationDataReader):
+                def __init__(self):
+                    self.left = iter({"pixels": calibration[i:i + 1]} for i in range(len(calibration)))
+
+                def get_next(self):
+                    return next(self.left, None)
+
+            quiet = logging.getLogger()  # the quantiser's advice on pre-processing goes to the root logger
+            level, quiet.level = quiet.level, logging.ERROR
+            try:
+                quantize_static(str(fp32), str(tmp), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                op_types_to_quantize=["MatMul", "Gemm", "Conv"])
+            finally:
+                quiet.level = level
+    return out
+
+
+def ort_forward(model: Path | bytes, per_image: bool = True) -> Forward:
+    """An ONNX Runtime forward over a model file, or its bytes (what a Ray worker is handed). `per_image` (dynamic int8):
+    that quantisation scales each activation tensor by its own range, and a batch is one tensor, so an image's embedding
+    would depend on the other images of its batch (cosine 0.991 between an image embedded alone and in a batch of 32,
+    on AVX2); every image then runs on its own, the images of a batch in parallel on single-threaded runs (as fast here
+    as one batch on all threads), and a lone image (a query) on all threads. Otherwise a batch is one run."""
     import onnxruntime as ort
 
     threads = max(1, torch.get_num_threads())
@@ -121,6 +172,8 @@ def ort_forward(model: Path | bytes) -> Forward:
                                     providers=["CPUExecutionProvider"])
 
     alone = session(threads)
+    if not per_image:
+        return lambda pixels: alone.run(None, {"pixels": pixels.numpy()})[0]
     each = session(1) if threads > 1 else alone
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
 
@@ -133,6 +186,15 @@ def ort_forward(model: Path | bytes) -> Forward:
     return run
 
 
+def openvino_forward(path: Path) -> Forward:
+    """The exported fp32 model compiled by OpenVINO for this CPU (an optional candidate: `pip install openvino`)."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                          "INFERENCE_NUM_THREADS": max(1, torch.get_num_threads())})
+    return lambda pixels: compiled(pixels.numpy())[0]
+
+
 def torch_forward(forward, bf16: bool) -> Forward:
     @torch.inference_mode()
     def run(pixels: torch.Tensor) -> np.ndarray:
@@ -141,19 +203,28 @@ def torch_forward(forward, bf16: bool) -> Forward:
     return run
 
 
-def int8_forward(model, forward, crop: int, model_key: str) -> Forward:
-    """The cached int8 model in an ONNX Runtime session; a damaged cached file is made again, once."""
-    path = int8_model(model, forward, crop, model_key)
+def onnx_forward(name: str, model, forward, crop: int, model_key: str, calibration: np.ndarray | None = None) -> Forward:
+    """Runtime `name` (an ONNX Runtime one, or openvino) over its cached model; a damaged cached file is made again, once."""
+    def make():
+        path = onnx_model("onnx-fp32" if name == "openvino" else name, model, forward, crop, model_key, calibration)
+        return openvino_forward(path) if name == "openvino" else ort_forward(path, per_image=ONNX[name][1])
+
     try:
-        return ort_forward(path)
+        return make()
+    except VibeError:
+        raise
     except Exception:  # noqa: BLE001 - ONNX Runtime raises its own types for a truncated or foreign file
-        path.unlink(missing_ok=True)
-        return ort_forward(int8_model(model, forward, crop, model_key))
+        onnx_path(model_key, "onnx-fp32" if name == "openvino" else name).unlink(missing_ok=True)
+        return make()
 
 
-def make_forward(name: str, model, forward, crop: int, model_key: str) -> Forward:
-    if name == "int8":
-        return int8_forward(model, forward, crop, model_key)
+def int8_forward(model, forward, crop: int, model_key: str) -> Forward:
+    return onnx_forward("int8", model, forward, crop, model_key)
+
+
+def make_forward(name: str, model, forward, crop: int, model_key: str, calibration: np.ndarray | None = None) -> Forward:
+    if name in ONNX or name == "openvino":
+        return onnx_forward(name, model, forward, crop, model_key, calibration)
     return torch_forward(forward, bf16=name == "bf16")
 
 
@@ -174,26 +245,44 @@ def _speed(fn: Forward, pixels: torch.Tensor, rounds: int = 2) -> float:
     return rounds * len(pixels) / (time.perf_counter() - t)
 
 
-def choose(model, forward, crop: int, model_key: str, requested: str = "auto") -> tuple[RuntimeChoice, Forward]:
-    """The runtime for this backbone on this machine (see the module doc). `requested` forces one."""
+def _candidate_missing(name: str) -> str | None:
+    """Why runtime `name` cannot run here, in a few words (None: it can)."""
+    import importlib.util
+
+    if name == "bf16" and not bf16_native():
+        return "this CPU has no native bf16 (AVX512-BF16 or AMX)"
+    if name in ONNX and not ort_available():
+        return "it needs ONNX Runtime (pip install -r requirements.txt)"
+    if name == "openvino" and (not ort_available() or importlib.util.find_spec("openvino") is None):
+        return "it is optional (pip install openvino)"
+    return None
+
+
+def choose(model, forward, crop: int, model_key: str, requested: str = "auto",
+           photos: torch.Tensor | None = None) -> tuple[RuntimeChoice, Forward]:
+    """The runtime for this backbone on this machine (see the module doc). `requested` forces one. `photos`: real
+    photos, preprocessed (at least 48): int8-static measures its activation ranges on the first 32, and the probe
+    times and checks every candidate on the next 16 (without them, image-like synthetic pixels do both)."""
     if requested not in ("auto", *RUNTIMES):
         raise VibeError(f"precision must be auto, {', '.join(RUNTIMES)}, not {requested!r}.")
-    if requested == "bf16" and not bf16_native():
-        raise VibeError("bf16 was asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX): use auto, fp32 or int8.")
-    if requested == "int8" and not ort_available():
-        raise VibeError("int8 needs ONNX Runtime: pip install -r requirements.txt.")
+    probe, calibration = _probe(crop), _probe(crop).numpy()
+    if photos is not None and len(photos) >= PROBE_BATCH + 32:
+        calibration, probe = photos[:32].numpy(), photos[32:32 + PROBE_BATCH]
     if requested != "auto":
+        why = _candidate_missing(requested)
+        if why:
+            raise VibeError(f"precision {requested} was asked for, but {why}: use auto, or fp32.")
         return RuntimeChoice(requested, "asked for", None, None, {}), make_forward(
-            requested, model, forward, crop, model_key)
-    key = hashlib.blake2b(json.dumps([model_key, cpu_flags(), torch.__version__, _ort_version(), torch.get_num_threads()])
-                          .encode(), digest_size=8).hexdigest()
+            requested, model, forward, crop, model_key, calibration)
+    key = hashlib.blake2b(json.dumps([CANDIDATES_VERSION, model_key, cpu_flags(), torch.__version__, _ort_version(),
+                                      torch.get_num_threads(), photos is not None]).encode(), digest_size=8).hexdigest()
     remembered = cache_dir() / f"{model_key}-choice-{key}.json"
     try:
         choice = RuntimeChoice(**json.loads(remembered.read_text()))
-        return choice, make_forward(choice.name, model, forward, crop, model_key)
-    except (OSError, ValueError, TypeError):
+        return choice, make_forward(choice.name, model, forward, crop, model_key, calibration)
+    except (OSError, ValueError, TypeError, VibeError):
         pass
-    choice, fn = _measure(model, forward, crop, model_key)
+    choice, fn = _measure(model, forward, crop, model_key, probe, calibration)
     try:
         write_json(remembered, choice.to_dict())
     except OSError:
@@ -210,19 +299,18 @@ def _ort_version() -> str:
         return ""
 
 
-def _measure(model, forward, crop: int, model_key: str) -> tuple[RuntimeChoice, Forward]:
-    pixels = _probe(crop)
-    fns = {"fp32": torch_forward(forward, False)}
-    if bf16_native():
-        fns["bf16"] = torch_forward(forward, True)
-    skipped = []
-    if ort_available():
+def _measure(model, forward, crop: int, model_key: str, pixels: torch.Tensor,
+             calibration: np.ndarray) -> tuple[RuntimeChoice, Forward]:
+    fns, skipped = {"fp32": torch_forward(forward, False)}, []
+    for name in RUNTIMES[1:]:
+        why = _candidate_missing(name)
+        if why:
+            skipped.append(f"not {name}: {why}")
+            continue
         try:
-            fns["int8"] = int8_forward(model, forward, crop, model_key)
-        except Exception as e:  # noqa: BLE001 - an export the exporter cannot do: that runtime is simply not a candidate
-            skipped.append(f"int8 unavailable ({type(e).__name__})")
-    else:
-        skipped.append("int8 needs onnxruntime")
+            fns[name] = make_forward(name, model, forward, crop, model_key, calibration)
+        except Exception as e:  # noqa: BLE001 - an export or quantisation this graph does not take: not a candidate
+            skipped.append(f"{name} unavailable ({type(e).__name__})")
     exact = l2_normalize(fns["fp32"](pixels))
     speed, cosine = {}, {}
     for name, fn in fns.items():
@@ -235,4 +323,4 @@ def _measure(model, forward, crop: int, model_key: str) -> tuple[RuntimeChoice, 
            f"({', '.join(cpu_flags()) or 'no flags read'}, bf16 native: {bf16_native()}): {best} {speed[best]:.1f}/s; "
            f"{others}" + (f"; {'; '.join(skipped)}" if skipped else ""))
     return RuntimeChoice(best, why, speed[best] / speed["fp32"], cosine[best],
-                         {n: round(speed[n], 2) for n in fns}), fns[best]
+                         {n: round(speed[n], 2) for n in fns} | {f"{n}_cosine": round(cosine[n], 5) for n in fns}), fns[best]
