@@ -16,7 +16,8 @@ SHOTS = REPO / "tests" / "_artifacts" / "screenshots"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 PAGES = [("", "Find-My-Vibe"), ("Find_matches", "Find matches"), ("Head_accuracy", "Head accuracy"),
-         ("Embedding_space", "Embedding space"), ("Catalogue_QA", "Catalogue QA"), ("Rebuild_index", "Rebuild index")]
+         ("Embedding_space", "Embedding space"), ("Catalogue_QA", "Catalogue QA"), ("Rebuild_index", "Rebuild index"),
+         ("Batch_match", "Batch match")]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
                                 reason="Debian chromium is not installed (scripts/test.sh installs it)")
@@ -158,6 +159,20 @@ def _pick_products(page):
     page.screenshot(path=str(SHOTS / "picker-real-backdrop-drawn-box.png"), full_page=True)
 
 
+def _batch_match(page):
+    """Photos no training code made (data/examples: a page screenshot, a real backdrop, a phone shot, a white balance)
+    and two catalogue photos, matched at once: every photo listed beside its matches, nothing in red."""
+    photos = sorted((REPO / "data" / "examples").glob("*.jpg")) + sorted((SAMPLE / "images").iterdir())[20:22]
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(p) for p in photos])
+    page.get_by_role("button", name=f"Match {len(photos)} photos").click()
+    page.get_by_text("Download every match (CSV)").wait_for(timeout=120_000)
+    _settle(page)
+    _no_error_boxes(page)
+    values = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
+    assert values[0] == str(len(photos)) and values[3] == "0"  # all read, none unreadable
+    assert page.locator('[data-testid="stDataFrame"]').count() == 1
+
+
 def test_every_page_in_chromium(server):
     from playwright.sync_api import sync_playwright
 
@@ -185,6 +200,8 @@ def test_every_page_in_chromium(server):
                 _pick_products(page)
             if path == "Embedding_space":
                 _hover_a_point(page)
+            if path == "Batch_match":
+                _batch_match(page)
             page.screenshot(path=str(SHOTS / f"{path or 'Home'}.png"), full_page=True)
         browser.close()
     assert {f"{path or 'Home'}.png" for path, _ in PAGES} <= {p.name for p in SHOTS.glob("*.png")}

@@ -209,6 +209,7 @@ class ServeConfig:
     window_ms: float = 2.0  # how long the first request of a batch waits for others
     max_queue: int = 64  # requests waiting for the model; one more is answered 503 with Retry-After
     max_inflight: int = 128  # requests being handled at once; one more is answered 503 with Retry-After
+    cpu_workers: int | None = None  # requests decoded, located or searched at once (default: one per core)
     max_k: int = 100
     max_images: int = 32  # photos per /v1/embed request
 

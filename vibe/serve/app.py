@@ -4,12 +4,16 @@ error in one sentence."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from typing import Literal
 
+import anyio
+import torch
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -67,7 +71,12 @@ def create_app(cfg: ServeConfig, served: Served | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         state["served"] = served or await run_in_threadpool(Served, cfg.workdir, cfg.backbone)
         state["batcher"] = Batcher(cfg.max_batch, cfg.window_ms / 1000, cfg.max_queue)
+        # one full batch before the first request: the runtime plans its kernels and sizes its memory for the largest
+        # batch now, not under load (ONNX Runtime's arena otherwise grows the first time a larger batch arrives)
+        enc = state["served"].bundle().encoder
+        await run_in_threadpool(enc.embed_pixels, torch.zeros(cfg.max_batch, 3, enc.input_side, enc.input_side))
         state["started"] = time.time()
+        state["cpu"] = anyio.CapacityLimiter(cfg.cpu_workers or os.cpu_count() or 2)
         yield
         state["batcher"].close()
 
@@ -78,6 +87,11 @@ def create_app(cfg: ServeConfig, served: Served | None = None) -> FastAPI:
 
     async def bundle():
         return await run_in_threadpool(state["served"].bundle)
+
+    async def work(fn, *args):
+        # decoding, framing, proposals and search take a core each: as many at once as there are cores, so that
+        # sixteen requests do not fight over two cores (and the batching thread) with thirty-two threads
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=state["cpu"])
 
     async def embed(encoder, views):
         return await asyncio.wrap_future(state["batcher"].submit(encoder, views))
@@ -158,22 +172,22 @@ def create_app(cfg: ServeConfig, served: Served | None = None) -> FastAPI:
             if box or product or all:
                 raise ApiError(400, "box, product and all pick a part of a photo: send a photo, not an item_id.")
             _row(b, item_id)
-            res = await run_in_threadpool(lambda: b.matcher.find(item_id=item_id, mode=mode, k=k, per_slot=per_slot))
+            res = await work(lambda: b.matcher.find(item_id=item_id, mode=mode, k=k, per_slot=per_slot))
             return JSONResponse(res.to_dict())
         data, label = await image.read(), image.filename or "the upload"
         _check_pixels(data, cfg.max_pixels, label)
-        found, exclude = await run_in_threadpool(b.matcher.locate, data, label, _parse_box(box),
+        found, exclude = await work(b.matcher.locate, data, label, _parse_box(box),
                                                  product - 1 if product else None, all)
         if found is None:  # the very bytes of a catalogue photo: its stored embedding, nothing to embed
-            res = await run_in_threadpool(lambda: b.matcher.search_views(None, mode=mode, k=k, per_slot=per_slot,
+            res = await work(lambda: b.matcher.search_views(None, mode=mode, k=k, per_slot=per_slot,
                                                                           exclude=exclude))
             return JSONResponse([res.to_dict()] if all else res.to_dict())
         emb = await embed(b.encoder, found.views)
         if all:
-            results = await run_in_threadpool(lambda: b.matcher.search_every(found, exclude, mode=mode, k=k,
+            results = await work(lambda: b.matcher.search_every(found, exclude, mode=mode, k=k,
                                                                              per_slot=per_slot, embedded=emb))
             return JSONResponse([r.to_dict() for r in results])
-        res = await run_in_threadpool(lambda: b.matcher.search_views(found, mode=mode, k=k, per_slot=per_slot,
+        res = await work(lambda: b.matcher.search_views(found, mode=mode, k=k, per_slot=per_slot,
                                                                       exclude=exclude, embedded=emb))
         return JSONResponse(res.to_dict())
 
@@ -182,7 +196,7 @@ def create_app(cfg: ServeConfig, served: Served | None = None) -> FastAPI:
                      k: int = Query(10, ge=1, le=cfg.max_k)):
         _only(request, {"q", "k"})
         b = await bundle()
-        res = await run_in_threadpool(b.matcher.search_words, q, k)
+        res = await work(b.matcher.search_words, q, k)
         return JSONResponse(res.to_dict())
 
     @app.post("/v1/embed", summary="Photos -> L2-normalised vectors of the build's backbone (as catalogue photos are)")
@@ -201,7 +215,7 @@ def create_app(cfg: ServeConfig, served: Served | None = None) -> FastAPI:
                 out.append(enc.catalogue_view(load_image(data, label, enc.decode_side)))
             return out
 
-        vectors = await embed(enc, await run_in_threadpool(views))
+        vectors = await embed(enc, await work(views))
         return JSONResponse({"backbone": enc.name, "fingerprint": enc.fingerprint, "dim": enc.dim,
                              "names": [label for _, label in named], "vectors": vectors.round(6).tolist()})
 
