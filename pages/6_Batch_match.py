@@ -81,5 +81,6 @@ shown = ["photo", "query", "status"] + [c for r in range(1, TOP + 1) for c in (f
 config = {"photo": st.column_config.ImageColumn("Photo", width="small")}
 config |= {f"match_{r}": st.column_config.ImageColumn(f"Match {r}", width="small") for r in range(1, TOP + 1)}
 config |= {f"score_{r}": st.column_config.NumberColumn(f"Score {r}", format="%.3f") for r in range(1, TOP + 1)}
-st.dataframe(table[shown], column_config=config, hide_index=True, row_height=80, width="stretch")
+st.dataframe(table[shown], column_config=config, hide_index=True, row_height=80, width="stretch",
+             height=min(80 * len(table) + 40, 880))  # every photo in view up to ten, then a scroll
 st.download_button("Download every match (CSV)", rows.to_csv(index=False).encode(), "matches.csv", "text/csv")
