@@ -2,7 +2,6 @@
 vibe.train.proposals on the catalogue's own cut-outs pasted on many kinds of backdrop), best first."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +12,7 @@ from PIL import Image
 from torch import nn
 
 from ..config import REPO_ROOT
-from ..errors import VibeError
-from ..util.checkpoint import load_module, weights_digest
+from ..util.checkpoint import load_trained
 from .boxes import iou
 
 CONFIG_FILE = "proposals.json"
@@ -124,15 +122,9 @@ class Detector:
     """A trained ProposalNet: `propose(photo)` -> every product found, best first (see `rank`)."""
 
     def __init__(self, folder: Path = DEFAULT):
-        folder = Path(folder)
-        fix = "train one with `python -m vibe train-proposals --data DIR`"
-        try:
-            meta = json.loads((folder / CONFIG_FILE).read_text())
-            self.cfg = DetectorConfig(**meta["config"])
-        except (OSError, ValueError, TypeError, KeyError) as e:
-            raise VibeError(f"{folder} is not a usable proposal detector ({CONFIG_FILE}: {type(e).__name__}); {fix}.") from None
-        self.net = load_module(folder / WEIGHTS_FILE, lambda m: ProposalNet(self.cfg.width), "proposal detector", fix).eval()
-        self.digest = weights_digest(self.net)[:12]
+        self.cfg, self.net, self.digest = load_trained(folder, CONFIG_FILE, WEIGHTS_FILE, DetectorConfig,
+                                                       lambda cfg: ProposalNet(cfg.width), "proposal detector",
+                                                       "train-proposals")
 
     @torch.inference_mode()
     def propose(self, image: Image.Image) -> list[Proposal]:

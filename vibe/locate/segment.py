@@ -3,7 +3,6 @@
 mask, and the query is also searched as that cut-out, re-centred on white."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +14,7 @@ from scipy import ndimage
 from torch import nn
 
 from ..config import REPO_ROOT
-from ..errors import VibeError
-from ..util.checkpoint import load_module, weights_digest
+from ..util.checkpoint import load_trained
 from .framing import mask_box, on_white, reduced
 
 CONFIG_FILE = "segmenter.json"
@@ -74,15 +72,8 @@ class Segmenter:
     """A trained SegNet: `mask(image)` -> the product's probability per pixel of a side x side copy."""
 
     def __init__(self, folder: Path = DEFAULT):
-        folder = Path(folder)
-        fix = "train one with `python -m vibe train-segmenter --data DIR`"
-        try:
-            meta = json.loads((folder / CONFIG_FILE).read_text())
-            self.cfg = SegmenterConfig(**meta["config"])
-        except (OSError, ValueError, TypeError, KeyError) as e:
-            raise VibeError(f"{folder} is not a usable segmenter ({CONFIG_FILE}: {type(e).__name__}); {fix}.") from None
-        self.net = load_module(folder / WEIGHTS_FILE, lambda m: SegNet(self.cfg.width), "segmenter", fix).eval()
-        self.digest = weights_digest(self.net)[:12]
+        self.cfg, self.net, self.digest = load_trained(folder, CONFIG_FILE, WEIGHTS_FILE, SegmenterConfig,
+                                                       lambda cfg: SegNet(cfg.width), "segmenter", "train-segmenter")
 
     @torch.inference_mode()
     def mask(self, image: Image.Image) -> np.ndarray:

@@ -44,3 +44,19 @@ def weights_digest(module: torch.nn.Module) -> str:
         h.update(key.encode())
         h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+def load_trained(folder: Path, config_file: str, weights_file: str, config_cls, make_net, what: str, command: str):
+    """A trained locator model as `vibe.train.saving.save_trained` wrote it: (its config, the network in eval mode,
+    a short digest of its weights), or one VibeError saying which file is unusable and the command that trains one."""
+    import json
+
+    folder = Path(folder)
+    fix = f"train one with `python -m vibe {command} --data DIR`"
+    try:
+        cfg = config_cls(**json.loads((folder / config_file).read_text())["config"])
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise VibeError(f"{folder} is not a usable {what} ({config_file}: {type(e).__name__}); {fix}.") from None
+    net = load_module(folder / weights_file, lambda meta: make_net(cfg), what, fix).eval()
+    return cfg, net, weights_digest(net)[:12]
+
