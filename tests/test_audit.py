@@ -19,7 +19,7 @@ from vibe.util.vectors import l2_normalize
 
 def _artifacts(tmp_path, n=600, flip=0.04, copies=(), seed=0):
     """An in-memory build whose embeddings carry the true item types; `flip` of the catalogue labels are then wrong."""
-    from vibe.build.heads import out_of_fold_columns
+    from vibe.build.heads import out_of_fold_columns, out_of_fold_probs
 
     rng = np.random.default_rng(seed)
     types = np.array(["Shirts", "Jeans", "Watches", "Heels", "Caps", "Belts"])
@@ -38,10 +38,11 @@ def _artifacts(tmp_path, n=600, flip=0.04, copies=(), seed=0):
     vocabs = build_vocabularies(items, 5)
     codes = encode_labels(items, vocabs)
     heads, _ = train_heads(emb, codes, vocabs, HeadsConfig(epochs=60, patience=5))
-    oof = out_of_fold_columns(emb, codes, vocabs, items["id"].to_numpy(), HeadsConfig(epochs=60, patience=5))
-    items = items.assign(**{f"{h}_code": codes[h] for h in HEADS}, **oof)
+    probs = out_of_fold_probs(emb, codes, vocabs, items["id"].to_numpy(), HeadsConfig(epochs=60, patience=5))
+    items = items.assign(**{f"{h}_code": codes[h] for h in HEADS}, **out_of_fold_columns(probs, codes))
     art = Artifacts(path=tmp_path / "builds" / "x", manifest={"catalog": {"root": str(tmp_path)}}, items=items,
-                    clip=VectorIndex.build(emb), style=VectorIndex.build(emb), heads=heads, projection=None, metrics={})
+                    clip=VectorIndex.build(emb), style=VectorIndex.build(emb), heads=heads, projection=None, metrics={},
+                    oof=probs)
     return art, set(items["id"].iloc[flipped])
 
 
@@ -75,10 +76,11 @@ def test_out_of_fold_predictions_never_come_from_heads_that_saw_the_item(tmp_pat
         return heads, info
 
     monkeypatch.setattr(fitting, "train_heads", watched)
-    oof = fitting.out_of_fold_columns(emb, codes, vocabs, np.arange(300) + 1000, HeadsConfig(epochs=5, patience=2))
+    probs = fitting.out_of_fold_probs(emb, codes, vocabs, np.arange(300) + 1000, HeadsConfig(epochs=5, patience=2))
     assert len(seen) == 5 and set().union(*(p for _, p in seen)) == set(range(300))  # every item predicted once
     assert all(not trained & predicted for trained, predicted in seen)  # by heads that never saw it
-    assert all(len(oof[f"oof_pred_{h}"]) == 300 for h in HEADS)
+    oof = fitting.out_of_fold_columns(probs, codes)
+    assert all(len(oof[f"oof_pred_{h}"]) == 300 and probs[h].shape == (300, len(vocabs[h])) for h in HEADS)
 
 
 def test_label_audit_finds_planted_flips_first(tmp_path):
@@ -203,10 +205,13 @@ def test_planted_faults_are_measured_by_what_the_audit_finds(small_catalog, tmp_
 
     cfg = fast_build_config(small_catalog, tmp_path / "w", audit_folds=3)
     cfg = replace(cfg, backbone="vibe-mini", quality=replace(cfg.quality, per_change=16))
-    out = measure(cfg, flip=0.05, copies=12, seed=0)
-    labels, dupes = out["labels"], out["duplicates"]
+    out = measure(cfg, flip=0.05, copies=12, seed=0, kinds=("uniform",))
+    labels, dupes = out["labels"]["uniform"], out["duplicates"]["uniform"]
     assert labels["flipped"] == 15 and dupes["planted"] == 12 and out["search"]["label_evidence"] is False
-    assert labels["precision_at_15"] > 0.3  # 0.47 here; chance is 0.05 (15 of 312 items are flipped)
+    assert labels["shipped"]["precision_at_n"] > 0.3  # 0.47 here; chance is 0.05 (15 of 312 items are flipped)
+    assert set(labels["methods"]) >= {"surprise (vibe)", "cleanlab self_confidence", "cleanlab Datalab features= (kNN)"}
+    assert all(0 <= m["precision_at_n"] <= m["recall_at_2n"] for m in labels["methods"].values())
+    assert labels["estimate"] > 0 and labels["estimate_original"] >= 0
     assert 0 <= dupes["recall"] <= 1 and dupes["groups"] >= dupes["other_groups"]
 
 

@@ -168,9 +168,23 @@ def parser() -> argparse.ArgumentParser:
     asub = au.add_subparsers(dest="audit", required=True)
     al = asub.add_parser("labels", help="likely mislabelled items")
     al.add_argument("--head", default="item_type", choices=list(HEADS))
-    al.add_argument("--top", type=int, default=20)
+    al.add_argument("--top", type=int, default=None,
+                    help="how many to list (default: as many as the estimate of wrong labels says)")
+    al.add_argument("--all", action="store_true", help="every disagreement between label and held-out prediction")
     al.add_argument("--json", action="store_true")
     _workdir(al)
+    af = asub.add_parser("fix", help="record a decision on an item's label in label_fixes.csv (the next build applies it)")
+    af.add_argument("id", type=int)
+    af.add_argument("--head", default="item_type", choices=list(HEADS))
+    how = af.add_mutually_exclusive_group(required=True)
+    how.add_argument("--accept", action="store_true", help="take the audit's suggestion")
+    how.add_argument("--set", metavar="LABEL", help="set another label")
+    how.add_argument("--right", action="store_true", help="the catalogue's label is right: never list it again")
+    af.add_argument("--who", default="", help="who decided (saved with the fix)")
+    _workdir(af)
+    ax = asub.add_parser("fixes", help="the label fixes in force, as CSV for the product-information system")
+    ax.add_argument("--out", type=Path, default=None, help="write the CSV here (default: print it)")
+    _workdir(ax)
     ad = asub.add_parser("duplicates", help="groups of near-identical photos")
     ad.add_argument("--threshold", type=float, default=None,
                     help="cosine in the 512-D space (default: the build's, calibrated on re-encoded copies of its photos)")
@@ -180,7 +194,10 @@ def parser() -> argparse.ArgumentParser:
     _catalog_args(ap_, required=True)
     ap_.add_argument("--backbone", default=None, help=f"default {default_backbone()}")
     ap_.add_argument("--flip", type=float, default=0.03, help="share of item_type labels flipped (default 0.03)")
-    ap_.add_argument("--copies", type=int, default=50, help="photos uploaded again, re-encoded and resized (default 50)")
+    ap_.add_argument("--copies", type=int, default=50, help="photos uploaded again, retouched or re-encoded (default 50)")
+    ap_.add_argument("--kinds", nargs="+", choices=("uniform", "confusion"), default=["uniform", "confusion"],
+                     help="how flipped labels are drawn: by the catalogue's frequencies, or to the look-alike type "
+                          "(one build each; default both)")
     ap_.add_argument("--json", action="store_true")
     ap_.add_argument("--workdir", type=Path, default=None, help="where the planted copy is built (default WORKDIR/planted)")
 
@@ -467,38 +484,80 @@ def cmd_search(a) -> int:
 
 
 def cmd_audit(a) -> int:
-    from .qa.duplicates import default_duplicate_threshold, duplicate_groups
-    from .qa.labels import label_problems
+    from .qa.duplicates import default_duplicate_threshold, find_groups
+    from .qa.labels import audit_labels
 
     if a.audit == "planted":
-        from .qa.planted import measure
+        from .qa.planted import measure, table_lines
 
         cfg = BuildConfig(catalog=_catalog_config(a), backbone=a.backbone or default_backbone(),
                           workdir=a.workdir or default_workdir() / "planted")
         progress = _progress(a.json)
-        result = measure(cfg, flip=a.flip, copies=a.copies, progress=progress, log=_say)
+        result = measure(cfg, flip=a.flip, copies=a.copies, kinds=tuple(a.kinds), progress=progress, log=_say)
         progress.close()
         print(json.dumps(result, indent=None if a.json else 2))
+        if not a.json:
+            print("\n".join(["precision at the number flipped:", *table_lines(result)]))
         return 0
     art = _load(a.workdir or default_workdir(), None).artifacts
+    if a.audit in ("fix", "fixes"):
+        return _fixes(a, art)
     if a.audit == "labels":
-        table = label_problems(art, a.head, top=a.top)
-        out = {"head": a.head, "items": [{"id": int(r.id), "label": r.label, "suggested": r.suggested,
-                                          "score": round(float(r.score), 4)} for r in table.itertuples()]}
+        audit = audit_labels(art, a.head)
+        table = audit.table if a.all else audit.table.head(a.top) if a.top else audit.shown
+        out = {"head": a.head, "estimate": audit.estimate, "disagreements": int(len(audit.table)),
+               "decided": audit.decided, "items": [{"id": int(r.id), "label": r.label, "suggested": r.suggested,
+                                                    "score": round(float(r.score), 4)} for r in table.itertuples()]}
         if a.json:
             print(json.dumps(out))
             return 0
+        print(f"about {audit.estimate} {a.head} labels look wrong (confident learning's estimate); "
+              f"{len(audit.table)} disagree with the held-out heads" + (f", {audit.decided} decided" if audit.decided else "")
+              + f"; listing {len(table)}, most certain first" + ("" if a.all else " (--all: every disagreement)"))
         for r in table.itertuples():
-            print(f"{r.id:<8} {r.score:5.2f}  {r.label} -> {r.suggested}   {r.name}")
+            print(f"{r.id:<8} {r.score:6.2f}  {r.label} -> {r.suggested}   {r.name}")
         return 0
     threshold = a.threshold if a.threshold is not None else default_duplicate_threshold(art)
-    groups = duplicate_groups(art, threshold)
+    groups = find_groups(art, threshold)
     if a.json:
-        print(json.dumps({"threshold": threshold, "groups": groups}))
+        print(json.dumps({"threshold": threshold, "groups": [g.ids for g in groups],
+                          "details": [{"ids": g.ids, "witnesses": list(g.witnesses), "cosine": round(g.cosine, 5),
+                                       "hash_distance": g.hash_distance, "verdict": g.verdict} for g in groups]}))
         return 0
-    print(f"{len(groups)} groups of near-identical photos at cosine >= {threshold:.4f}")
+    print(f"{len(groups)} groups of near-identical photos at cosine >= {threshold:.4f} or a photo hash within "
+          "the default distance")
     for g in groups:
-        print("  " + ", ".join(map(str, g)))
+        print(f"  {', '.join(map(str, g.ids))}   [{g.describe()}]" + (f" {g.verdict}" if g.verdict else ""))
+    return 0
+
+
+def _fixes(a, art) -> int:
+    from .catalog.fixes import ACCEPTED, RIGHT, SET, export_fixes, record_fix
+    from .catalog.reader import as_label
+    from .util.files import atomic_path
+
+    if a.audit == "fixes":
+        table = export_fixes(art.catalog_root)
+        if a.out:
+            with atomic_path(a.out) as tmp:
+                table.to_csv(tmp, index=False)
+            _say(f"{len(table)} label fixes written to {a.out}")
+        else:
+            print(table.to_csv(index=False), end="")
+        return 0
+    items = art.items.set_index("id")
+    if a.id not in items.index:
+        raise VibeError(f"No item {a.id} in the current build.")
+    old = as_label(items.at[a.id, a.head])
+    if a.accept:
+        if art.oof is None:
+            raise VibeError("This build has no label audit (built with --audit-folds 0): there is no suggestion to accept.")
+        new, action = art.heads.vocabs[a.head][int(art.oof[a.head][items.index.get_loc(a.id)].argmax())], ACCEPTED
+    else:
+        new, action = (old, RIGHT) if a.right else (a.set, SET)
+    row = record_fix(art.catalog_root, a.id, a.head, old, new, action, a.who)
+    _say(f"saved in {art.catalog_root / 'label_fixes.csv'}: {a.id} {a.head} {row['old']!r} -> {row['new']!r} "
+         f"({row['action']}); the next build applies it")
     return 0
 
 

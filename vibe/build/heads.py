@@ -73,12 +73,10 @@ def fold_of(ids: np.ndarray, folds: int = FOLDS) -> np.ndarray:
     return np.array([int(id_fraction(int(i), "fold") * folds) for i in ids])
 
 
-def out_of_fold_columns(emb: np.ndarray, codes: dict[str, np.ndarray], vocabs: dict, ids: np.ndarray, cfg: HeadsConfig,
-                        seed: int = 0, folds: int = FOLDS, progress: Progress = silent) -> dict[str, np.ndarray]:
-    """Per head, what heads trained without the item say of it (k-fold cross-fitting, so an item's own label never
-    trains the head that judges it): the predicted class, its probability and the catalogue label's probability.
-    Three numbers per item and head: stored with the build's items."""
-    probs = _out_of_fold_probs(emb, codes, vocabs, ids, cfg, seed, folds, progress)
+def out_of_fold_columns(probs: dict[str, np.ndarray], codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per head, three numbers per item from its out-of-fold probabilities (`out_of_fold_probs`): the predicted class,
+    its probability and the catalogue label's probability. Stored with the build's items; the whole matrices go to
+    the build's audit.safetensors (the label audit's estimate and rankings read them)."""
     out = {}
     for h, p in probs.items():
         rows = np.arange(len(p))
@@ -88,8 +86,10 @@ def out_of_fold_columns(emb: np.ndarray, codes: dict[str, np.ndarray], vocabs: d
     return out
 
 
-def _out_of_fold_probs(emb: np.ndarray, codes: dict[str, np.ndarray], vocabs: dict, ids: np.ndarray, cfg: HeadsConfig,
-                       seed: int, folds: int, progress: Progress) -> dict[str, np.ndarray]:
+def out_of_fold_probs(emb: np.ndarray, codes: dict[str, np.ndarray], vocabs: dict, ids: np.ndarray, cfg: HeadsConfig,
+                      seed: int = 0, folds: int = FOLDS, progress: Progress = silent) -> dict[str, np.ndarray]:
+    """Per head, (items, classes) probabilities from heads trained without the item (k-fold cross-fitting by a fixed
+    fold per id, so an item's own label never trains the head that judges it)."""
     fold = fold_of(ids, folds)
     out = {h: np.zeros((len(emb), len(v)), dtype=np.float32) for h, v in vocabs.items()}
     quick = replace(cfg, patience=min(cfg.patience, 5), epochs=min(cfg.epochs, 100))

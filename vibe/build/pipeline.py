@@ -25,19 +25,22 @@ from ..models.encoder import Encoder
 from ..models.heads import build_vocabularies, encode_labels, load_heads, save_heads
 from ..models.style import load_projection, save_projection
 from ..store.artifacts import (
+    AUDIT_FILE,
     Artifacts,
     current_build,
     publish,
     read_manifest,
     remove_leftovers,
+    save_audit,
     write_manifest,
 )
 from ..store.cache import EmbeddingStore, embed_files
 from ..store.index import VectorIndex
 from ..util.files import file_digest, remove_tree, write_json
+from ..util.perceptual import photo_hashes
 from ..util.progress import Progress, silent
 from .calibrate import check_build
-from .heads import out_of_fold_columns, train_heads
+from .heads import out_of_fold_columns, out_of_fold_probs, train_heads
 from .style import train_projection
 
 
@@ -88,9 +91,20 @@ def build_lock(workdir: Path) -> Iterator[None]:
 
 def _previous_items(folder: Path | None) -> pd.DataFrame | None:
     try:
-        return pd.read_parquet(folder / "items.parquet", columns=["id", "hash"]) if folder else None
+        return pd.read_parquet(folder / "items.parquet", columns=["id", "hash", "photo_hash"]) if folder else None
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _photo_hashes(items: pd.DataFrame, root: Path, previous: pd.DataFrame | None, progress: Progress) -> list:
+    """The perceptual hash of every photo (the duplicate audit's second witness), the previous build's reused where
+    the photo's bytes did not change."""
+    known = dict(zip(previous["hash"], previous["photo_hash"])) if previous is not None else {}
+    todo = [r for r, h in enumerate(items["hash"]) if not known.get(h)]
+    progress("photo hashes", 0, max(1, len(todo)))
+    fresh = dict(zip(todo, photo_hashes(root / items["path"].iat[r] for r in todo)))
+    progress("photo hashes", max(1, len(todo)), max(1, len(todo)))
+    return [fresh[r] if r in fresh else known[h] for r, h in enumerate(items["hash"])]
 
 
 def split_record(cfg: BuildConfig, root: Path) -> dict:
@@ -207,8 +221,9 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         timings["heads"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        oof = out_of_fold_columns(emb, codes, vocabs, items["id"].to_numpy(), cfg.heads, cfg.seed, cfg.heads.audit_folds,
-                                  progress) if cfg.heads.audit_folds else {}
+        oof_probs = out_of_fold_probs(emb, codes, vocabs, items["id"].to_numpy(), cfg.heads, cfg.seed,
+                                      cfg.heads.audit_folds, progress) if cfg.heads.audit_folds else {}
+        oof = out_of_fold_columns(oof_probs, codes)
         timings["audit"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -238,7 +253,7 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         previous = _previous_items(previous_build)
         split = np.full(len(items), "train", dtype=object)
         split[held] = "heldout"
-        table = items.assign(**{f"{h}_code": codes[h] for h in HEADS}, **{f"pred_{h}": pred[h] for h in HEADS},
+        table = items.assign(photo_hash=_photo_hashes(items, catalog.root, previous, progress),**{f"{h}_code": codes[h] for h in HEADS}, **{f"pred_{h}": pred[h] for h in HEADS},
                             **{f"conf_{h}": probs[h].max(1).astype(np.float32) for h in HEADS}, split=split, **oof)
         art = Artifacts(path=workdir / "builds" / "(new)", manifest={"backbone": encoder.info(), "catalog": {"root": str(catalog.root)}},
                         items=table, clip=VectorIndex.build(emb, cfg.index), style=VectorIndex.build(style, cfg.index), heads=heads,
@@ -262,6 +277,8 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
             art.style.save(staging / "style.faiss")
             save_heads(staging / "heads.safetensors", heads)
             save_projection(staging / "projection.safetensors", projection)
+            if oof_probs:
+                save_audit(staging / AUDIT_FILE, oof_probs)
             write_json(staging / "metrics.json", metrics)
             timings["write"] = time.perf_counter() - t0
             write_manifest(staging, {

@@ -2,17 +2,15 @@
 rows in a CSV beside the catalogue: append-only, written atomically, with who and when. The next build trains on them."""
 from __future__ import annotations
 
-import csv
-import io
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from filelock import FileLock
 
 from ..errors import VibeError
-from ..util.files import atomic_path, content_hash
+from ..util.files import content_hash
+from .ledger import append_row, now, read_ledger
 from .rules import Compatibility
 
 CURATED_FILE = "curated_triplets.csv"
@@ -26,10 +24,7 @@ def curated_path(root: Path) -> Path:
 
 def read_marks(root: Path) -> pd.DataFrame:
     """Every mark recorded for this catalogue (an empty table when there is none)."""
-    path = curated_path(root)
-    if not path.is_file():
-        return pd.DataFrame(columns=list(COLUMNS))
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    return read_ledger(curated_path(root), COLUMNS)
 
 
 def latest_marks(marks: pd.DataFrame) -> pd.DataFrame:
@@ -63,32 +58,21 @@ def _fill(compat: Compatibility, row_of: dict[int, int], ids: np.ndarray, anchor
 def record_mark(root: Path, items: pd.DataFrame, anchor: int, item: int, goes: bool, who: str,
                 when: datetime | None = None) -> dict:
     """Append one mark: `item` goes (or does not go) with `anchor`. `items` is the built catalogue (id, labels, slot).
-    The whole file is rewritten through a temporary file and renamed, under a lock: a crash leaves the old file whole."""
+    Saved through `ledger.append_row` (atomic, locked): a crash leaves the old file whole."""
     root = Path(root)
-    ids = set(items["id"].astype(int))
-    if int(anchor) not in ids or int(item) not in ids or int(anchor) == int(item):
+    known = set(items["id"].astype(int))
+    if int(anchor) not in known or int(item) not in known or int(anchor) == int(item):
         raise VibeError(f"A mark needs two different items of the catalogue (got {anchor} and {item}).")
     who = (who or "").strip() or "anonymous"
-    path = curated_path(root)
-    try:
-        with FileLock(str(path) + ".lock", timeout=10):
-            marks = read_marks(root)
-            ids = items["id"].to_numpy()
-            other, how = _fill(Compatibility(items), {int(i): r for r, i in enumerate(ids)}, ids, int(anchor), int(item),
-                               goes, latest_marks(marks))
-            row = {"anchor": str(anchor), "positive": str(item if goes else other), "negative": str(other if goes else item),
-                   "mark": GOES if goes else CLASHES, "who": who,
-                   "when": (when or datetime.now(timezone.utc)).isoformat(timespec="seconds"), "filled": how}
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows([*marks.to_dict("records"), row])
-            with atomic_path(path) as tmp:
-                tmp.write_text(buf.getvalue(), encoding="utf-8")
-    except OSError as e:
-        raise VibeError(f"Could not save the mark in {path} ({e.strerror or e}): the catalogue folder must be writable. "
-                        "Nothing was lost; the earlier marks are as they were.") from None
-    return row
+    ids = items["id"].to_numpy()
+
+    def row(marks: pd.DataFrame) -> dict:
+        other, how = _fill(Compatibility(items), {int(i): r for r, i in enumerate(ids)}, ids, int(anchor), int(item),
+                           goes, latest_marks(marks))
+        return {"anchor": str(anchor), "positive": str(item if goes else other), "negative": str(other if goes else item),
+                "mark": GOES if goes else CLASHES, "who": who,
+                "when": when.isoformat(timespec="seconds") if when else now(), "filled": how}
+    return append_row(curated_path(root), COLUMNS, row, "mark")
 
 
 def curated_triplets(root: Path, items: pd.DataFrame) -> tuple[np.ndarray, int]:

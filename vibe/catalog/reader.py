@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..config import ATTRIBUTES, CatalogConfig
 from ..errors import VibeError
+from .fixes import FIXES_FILE, Applied, apply_fixes, fixes_path, read_fixes
 from .rules import item_slot
 from .split import in_holdout
 
@@ -36,6 +37,7 @@ class CatalogReport:
     outside_subset: int = 0
     missing_labels: dict[str, int] = field(default_factory=dict)
     items: int = 0
+    fixes: Applied | None = None  # label_fixes.csv read over the labels (None: there is none)
 
     def lines(self) -> list[str]:
         out = [f"catalogue: {self.rows_read} rows read, {self.items} items kept"]
@@ -53,6 +55,8 @@ class CatalogReport:
             out.append(f"  skipped {self.no_image} rows with no image in the images folder")
         if self.outside_subset:
             out.append(f"  left out {self.outside_subset} items outside the chosen subset")
+        if self.fixes is not None:
+            out.extend(_fix_lines(self.fixes))
         missing = {k: v for k, v in self.missing_labels.items() if v}
         if missing:
             out.append("  items with an empty/NA label (kept, excluded from that head): "
@@ -65,7 +69,22 @@ class CatalogReport:
             "malformed": [list(m) for m in self.malformed], "redecoded": len(self.redecoded),
             "duplicates": len(self.duplicates), "no_image": self.no_image,
             "outside_subset": self.outside_subset, "missing_labels": dict(self.missing_labels),
+            "label_fixes": None if self.fixes is None else {
+                "applied": self.fixes.applied, "confirmed": self.fixes.confirmed, "already": self.fixes.already,
+                "stale": self.fixes.stale, "unknown": len(self.fixes.unknown), "skipped": [list(s) for s in self.fixes.skipped]},
         }
+
+
+def _fix_lines(f: Applied) -> list[str]:
+    out = [f"  label fixes from {FIXES_FILE}: {f.applied} applied, {f.confirmed} labels confirmed right"
+           + (f", {f.already} already in styles.csv" if f.already else "")]
+    if f.stale:
+        out.append(f"  {len(f.stale)} label fixes not applied: styles.csv changed that label since (ids {_few(f.stale)})")
+    if f.unknown:
+        out.append(f"  {len(f.unknown)} label fixes name items not in the catalogue (ids {_few(f.unknown)})")
+    for number, why in f.skipped:
+        out.append(f"  {FIXES_FILE} line {number} skipped: {why}")
+    return out
 
 
 def _few(values: list, n: int = 5) -> str:
@@ -174,6 +193,9 @@ def load_catalog(config: CatalogConfig | Path | str) -> Catalog:
     paths = frame["id"].astype(str).map(images)
     report.no_image = int(paths.isna().sum())
     frame = frame.assign(path="images/" + paths)[paths.notna()]
+    if fixes_path(root).is_file():
+        frame, report.fixes = apply_fixes(frame, read_fixes(root))
+        frame["slot"] = [item_slot(s, t) for s, t in zip(frame["sub"], frame["item_type"])]  # a new type may move slot
     if config.subset != "all":
         holdout = frame["id"].map(lambda i: in_holdout(i, config.holdout_fraction))
         keep = holdout if config.subset == "holdout" else ~holdout
@@ -199,6 +221,8 @@ def catalog_signature(root: Path) -> str:
     h = hashlib.blake2b(digest_size=12)
     try:
         h.update((root / "styles.csv").read_bytes())
+        if fixes_path(root).is_file():  # a saved fix makes the build stale: the next one applies it
+            h.update(fixes_path(root).read_bytes())
         for entry in sorted(os.scandir(root / "images"), key=lambda e: e.name):
             h.update(f"{entry.name}:{entry.stat().st_size};".encode())
     except OSError:

@@ -1,64 +1,78 @@
-"""Label problems: items whose catalogue label disagrees with an out-of-fold prediction (vibe.build.heads) and with the
-labels of the item's nearest photos, most surprising first."""
+"""Label problems: how many of an attribute's labels look wrong (confident learning's estimate over the build's
+out-of-fold probabilities), and the items whose label disagrees with the out-of-fold prediction, most certain first,
+cut at that estimate by default. Items the catalogue team has decided on (label_fixes.csv) are left out."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from ..catalog.fixes import decided
 from ..config import HEADS
 from ..errors import VibeError
+from .rankings import METHODS, Evidence, estimate_errors, nearest_others
 
-NEIGHBOURS = 10
-SMOOTHING = 1 / NEIGHBOURS  # a label no neighbour carries counts as if one in ten did: one vote is weak evidence
+RANKING = "surprise within find_label_issues"  # the best of rankings.METHODS on planted flips (README, audit planted)
 
 
 def audited(art) -> bool:
-    """Whether the build has the out-of-fold predictions the label audit reads (not when built with --audit-folds 0)."""
-    return any(c.startswith("oof_pred_") for c in art.items.columns)
+    """Whether the build has the out-of-fold probabilities the label audit reads (not when built with --audit-folds 0)."""
+    return art.oof is not None
 
 
-def label_problems(art, head: str = "item_type", top: int | None = None) -> pd.DataFrame:
-    """Items whose catalogue label disagrees with its out-of-fold prediction, most suspicious first. The score is how
-    surprising the catalogue label is to two independent witnesses, added in nats: the held-out head
-    (-ln p(label)) and the item's 10 nearest other photos (-ln(share carrying the label + SMOOTHING)). A label the head
-    gives 1 % and no neighbour carries scores 4.6 + 2.3 = 6.9; one the head gives 40 % and half the neighbours carry,
-    0.9 + 0.5 = 1.4. Surprise, not the margin to the suggestion, because a random mislabel is far less likely than a
-    confusion between look-alike classes (Tshirts/Tops), and the margin cannot tell them apart."""
+def evidence(art, head: str) -> Evidence:
+    """The audit's evidence on one attribute of a build (labels, out-of-fold probabilities, photos, neighbours)."""
     if head not in HEADS:
         raise VibeError(f"head must be one of {', '.join(HEADS)}, not {head!r}.")
-    items = art.items
     if not audited(art):
         raise VibeError("This build has no out-of-fold predictions (it was built with --audit-folds 0): rebuild it "
                         "to audit its labels.")
-    vocab = art.heads.vocabs[head]
-    label = items[f"{head}_code"].to_numpy()
-    suggested = items[f"oof_pred_{head}"].to_numpy()
-    candidates = np.flatnonzero((label >= 0) & (suggested != label))
-    shares = _neighbour_shares(art, candidates, label, len(vocab))
-    rows = np.arange(len(candidates))
-    p_sug = items[f"oof_p_pred_{head}"].to_numpy()[candidates]
-    p_lab = items[f"oof_p_label_{head}"].to_numpy()[candidates]
-    s_sug, s_lab = shares[rows, suggested[candidates]], shares[rows, label[candidates]]
-    score = -np.log(np.maximum(p_lab, 1e-6)) - np.log(s_lab + SMOOTHING)
-    table = pd.DataFrame({"id": items["id"].to_numpy()[candidates], "name": items["name"].to_numpy()[candidates],
-                          "path": items["path"].to_numpy()[candidates], "label": items[head].to_numpy()[candidates],
-                          "suggested": [vocab[i] for i in suggested[candidates]], "score": score,
-                          "p_suggested": p_sug, "p_label": p_lab, "neighbours_suggested": s_sug, "neighbours_label": s_lab})
-    table = table.sort_values(["score", "id"], ascending=[False, True]).reset_index(drop=True)
-    return table.head(top) if top else table
-
-
-def _neighbour_shares(art, rows: np.ndarray, label: np.ndarray, n_classes: int) -> np.ndarray:
-    """(len(rows), classes): the share of each class among the catalogue labels of each row's nearest other photos."""
-    out = np.zeros((len(rows), n_classes), dtype=np.float32)
-    if not len(rows):
-        return out
     vectors = art.clip.vectors()
-    hashes = art.items["hash"].to_numpy()
-    scores, found = art.clip.index.search(np.ascontiguousarray(vectors[rows]), NEIGHBOURS + 4)
-    for i, row in enumerate(rows):
-        others = [r for r in found[i] if r >= 0 and r != row and hashes[r] != hashes[row]][:NEIGHBOURS]
-        known = [label[r] for r in others if label[r] >= 0]
-        if known:
-            out[i] = np.bincount(known, minlength=n_classes) / len(known)
-    return out
+    return Evidence(labels=art.items[f"{head}_code"].to_numpy(), probs=art.oof[head], vectors=vectors,
+                    neighbours=nearest_others(art.clip.index, vectors, art.items["hash"].to_numpy()))
+
+
+@dataclass
+class LabelAudit:
+    head: str
+    estimate: int  # how many labels look wrong (cleanlab.count.num_label_issues, off_diagonal_calibrated)
+    table: pd.DataFrame  # every disagreement not yet decided, most certain first
+    decided: int  # disagreements left out: the team fixed or confirmed them (label_fixes.csv)
+    method: str
+
+    @property
+    def shown(self) -> pd.DataFrame:
+        """The list cut at the estimate ("about N labels look wrong; here they are")."""
+        return self.table.head(max(0, self.estimate - self.decided))
+
+
+def audit_labels(art, head: str = "item_type", method: str = RANKING, ev: Evidence | None = None) -> LabelAudit:
+    """The estimate and the ranked disagreements of one attribute. The score is `method` of rankings.METHODS over
+    the build's out-of-fold probabilities and the photos' neighbours; the columns say what the two witnesses think."""
+    ev = ev or evidence(art, head)
+    items, vocab = art.items, art.heads.vocabs[head]
+    label, probs = ev.labels, ev.probs
+    suggested = probs.argmax(1)
+    score = METHODS[method](ev)
+    shares = ev.shares()
+    rows = np.flatnonzero((label >= 0) & (suggested != label))
+    done = decided(art.catalog_root, head)
+    keep = np.array([int(i) not in done or items.at[r, head] not in done[int(i)]
+                     for r, i in zip(rows, items["id"].to_numpy()[rows])], dtype=bool)
+    n_decided = int((~keep).sum())
+    rows = rows[keep] if len(rows) else rows
+    lab, sug = label[rows], suggested[rows]
+    table = pd.DataFrame({"id": items["id"].to_numpy()[rows], "name": items["name"].to_numpy()[rows],
+                          "path": items["path"].to_numpy()[rows], "label": items[head].to_numpy()[rows],
+                          "suggested": [vocab[i] for i in sug], "score": score[rows],
+                          "p_suggested": probs[rows, sug], "p_label": probs[rows, lab],
+                          "neighbours_suggested": shares[rows, sug], "neighbours_label": shares[rows, lab]})
+    table = table.sort_values(["score", "id"], ascending=[False, True]).reset_index(drop=True)
+    return LabelAudit(head, estimate_errors(ev), table, n_decided, method)
+
+
+def label_problems(art, head: str = "item_type", top: int | None = None) -> pd.DataFrame:
+    """Every undecided disagreement of one attribute, most certain first (the first `top`)."""
+    table = audit_labels(art, head).table
+    return table.head(top) if top else table

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from safetensors.numpy import load_file, save_file
 
 from .. import __version__
 from ..config import HEADS, REPO_ROOT
@@ -20,8 +21,9 @@ from ..models.style import ProjectionHead, load_projection
 from ..util.files import file_digest, remove_tree, write_json
 from .index import VectorIndex
 
-FORMAT = "vibe-artifacts-2"  # 2: items carry their outfit slot
+FORMAT = "vibe-artifacts-3"  # 2: items carry their outfit slot; 3: the audit's out-of-fold probabilities, photo hashes
 FILES = ("items.parquet", "clip.faiss", "style.faiss", "heads.safetensors", "projection.safetensors", "metrics.json")
+AUDIT_FILE = "audit.safetensors"  # only in builds made with the label audit (--audit-folds > 0)
 KEEP_BUILDS = 2  # the current one and the one before it
 
 
@@ -51,6 +53,7 @@ class Artifacts:
     heads: AttributeHeads
     projection: ProjectionHead
     metrics: dict
+    oof: dict[str, np.ndarray] | None = None  # per head, (items, classes) out-of-fold probabilities (the label audit)
 
     @property
     def workdir(self) -> Path:
@@ -124,7 +127,8 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     """Record size and hash of every file, so a truncated or swapped file is caught at load time."""
     manifest = dict(manifest, format=FORMAT, code_version=code_version(),
                     created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    files={name: {"size": (folder / name).stat().st_size, "blake2b": file_digest(folder / name)} for name in FILES})
+                    files={name: {"size": (folder / name).stat().st_size, "blake2b": file_digest(folder / name)} for name in (*FILES, AUDIT_FILE)
+                           if (folder / name).is_file()})
     write_json(folder / "manifest.json", manifest)
 
 
@@ -161,12 +165,22 @@ def load_artifacts(workdir: Path, build_id: str | None = None, verify: bool = Tr
     art = Artifacts(path=folder, manifest=manifest, items=items, clip=VectorIndex.load(folder / "clip.faiss"),
                     style=VectorIndex.load(folder / "style.faiss"), heads=load_heads(folder / "heads.safetensors"),
                     projection=load_projection(folder / "projection.safetensors"),
-                    metrics=json.loads((folder / "metrics.json").read_text()))
+                    metrics=json.loads((folder / "metrics.json").read_text()),
+                    oof=load_audit(folder / AUDIT_FILE) if AUDIT_FILE in manifest["files"] else None)
     if not (len(art.clip) == len(art.style) == len(items) == manifest["n_items"]):
         raise VibeError(f"The artifacts in {workdir} disagree on the item count: run `{rebuild_hint(workdir, manifest)}`.")
     if art.heads.vocabs != manifest["vocabs"] or set(art.heads.vocabs) != set(HEADS):
         raise VibeError(f"The heads in {workdir} do not match its manifest: run `{rebuild_hint(workdir, manifest)}`.")
     return art
+
+
+def save_audit(path: Path, probs: dict[str, np.ndarray]) -> None:
+    save_file({h: np.ascontiguousarray(p, dtype=np.float32) for h, p in probs.items()}, str(path),
+              metadata={"what": "out-of-fold head probabilities, rows as items.parquet"})
+
+
+def load_audit(path: Path) -> dict[str, np.ndarray]:
+    return load_file(str(path))
 
 
 def check_backbone(manifest: dict, fingerprint: str, name: str, workdir: Path) -> None:

@@ -1,0 +1,81 @@
+"""Perceptual hashes of product photos (the imagehash library's pHash), the duplicate audit's second witness beside the
+embedding: near-equal for re-encoded, resized, re-toned copies of one photo. The photo is first trimmed to its
+product (the margin of the corner's colour cut off), so a copy with a border added or some margin cropped hashes
+like the original."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image, ImageChops
+
+MARGIN_TOLERANCE = 24  # how far (0-255, any channel) from the corner's colour a pixel may be and still be margin
+
+
+def trimmed(image: Image.Image) -> Image.Image:
+    """The photo cut to the box of what differs from its top-left corner's colour (the shop's backdrop); the whole
+    photo when that box is under a tenth of it (a photo with no plain margin)."""
+    image = image.convert("RGB")
+    background = Image.new("RGB", image.size, image.getpixel((0, 0)))
+    mask = ImageChops.difference(image, background).convert("L").point(lambda v: 255 if v > MARGIN_TOLERANCE else 0)
+    box = mask.getbbox()
+    if box is None or (box[2] - box[0]) * (box[3] - box[1]) < 0.1 * image.width * image.height:
+        return image
+    return image.crop(box)
+
+
+HASH_SIZE = 16  # a 16 x 16 difference hash: 256 bits (8 x 8 could not tell apart two jeans shot the same way)
+BITS = HASH_SIZE * HASH_SIZE
+
+
+def photo_hash(image: Image.Image) -> str:
+    """The 256-bit difference hash (imagehash.dhash) of the trimmed photo, as 64 hex digits. Measured on 150
+    shared-catalogue photos against pHash and wavelet hashes of the same size: the fewest distinct photos as close as
+    their retouched copies."""
+    import imagehash
+
+    return str(imagehash.dhash(trimmed(image), hash_size=HASH_SIZE))
+
+
+def photo_hashes(paths: Iterable[Path], workers: int = 2) -> list[str | None]:
+    """photo_hash of each file (None where it cannot be read), on a few threads (PIL decodes without the GIL)."""
+    from .images import load_image
+
+    def one(path):
+        try:
+            return photo_hash(load_image(path))
+        except Exception:  # noqa: BLE001 - an unreadable photo has no hash; the build reports it elsewhere
+            return None
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, paths))
+
+
+def as_bits(hashes: Iterable[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """((n, BITS/8) uint8 rows, valid mask) of hex hashes."""
+    hashes = list(hashes)
+    rows = [bytes.fromhex(h) if h else bytes(BITS // 8) for h in hashes]
+    return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), BITS // 8), np.array([bool(h) for h in hashes])
+
+
+def distances(hashes: list, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bits differing between the hashes of rows a and b (BITS + 1 where either has none)."""
+    bits, valid = as_bits(hashes)
+    d = np.bitwise_count(bits[a] ^ bits[b]).sum(1)
+    return np.where(valid[a] & valid[b], d, BITS + 1)
+
+
+def close_pairs(hashes: Iterable[str | None], max_distance: int, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) of every pair i < j whose hashes differ in at most `max_distance` bits."""
+    bits, valid = as_bits(hashes)
+    rows = np.flatnonzero(valid)
+    v = bits[rows]
+    out_i, out_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for start in range(0, len(v), chunk):
+        dist = np.bitwise_count(v[start:start + chunk, None, :] ^ v[None, :, :]).sum(2)
+        a, b = np.nonzero(dist <= max_distance)
+        a = a + start
+        out_i.append(rows[a[a < b]])
+        out_j.append(rows[b[a < b]])
+    return np.concatenate(out_i), np.concatenate(out_j)
