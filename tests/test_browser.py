@@ -1,5 +1,6 @@
 """The dashboard once in a real headless Chromium (Debian's, driven by Playwright): every page, an upload, screenshots."""
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -28,10 +29,15 @@ def sample_workdir(tmp_path_factory):
     """The shipped sample catalogue built with vibe-mini, as a newcomer without the model hub sees it (pinned: `auto`
     would download FashionCLIP where the hub is reachable, and the test would measure something else)."""
     from vibe.build.pipeline import build
+    from vibe.catalog.reader import link_images
     from vibe.config import BuildConfig, CatalogConfig
 
+    catalog = tmp_path_factory.mktemp("sample-catalog")  # a copy: the QA page saves label fixes beside its styles.csv
+    (catalog / "images").mkdir()
+    shutil.copy(SAMPLE / "styles.csv", catalog / "styles.csv")
+    link_images((p, catalog / "images" / p.name) for p in (SAMPLE / "images").iterdir())
     workdir = tmp_path_factory.mktemp("sample-build")
-    build(BuildConfig(catalog=CatalogConfig(root=SAMPLE), backbone="vibe-mini", workdir=workdir))
+    build(BuildConfig(catalog=CatalogConfig(root=catalog), backbone="vibe-mini", workdir=workdir))
     return workdir
 
 
@@ -173,6 +179,26 @@ def _batch_match(page):
     assert page.locator('[data-testid="stDataFrame"]').count() == 1
 
 
+def _fix_a_label(page):
+    """The first flagged item's suggestion accepted, as a catalogue team member would: the card leaves the list and
+    the decision is counted."""
+    decided = page.locator('[data-testid="stMetricValue"]').nth(2).inner_text()
+    page.get_by_placeholder("e.g. Asha (catalogue team)").fill("browser test")
+    page.keyboard.press("Tab")
+    _settle(page)
+    accept = page.get_by_role("button", name="Accept:").first
+    card = accept.locator("xpath=ancestor::div[@data-testid='stVerticalBlockBorderWrapper'][1]").inner_text()
+    item = re.search(r"id (\d+) ·", card).group(1)
+    assert page.get_by_text(f"id {item} ·").count() == 1
+    accept.click()
+    page.get_by_text("the next build applies it").first.wait_for(timeout=60_000)
+    _settle(page)
+    _no_error_boxes(page)
+    assert int(page.locator('[data-testid="stMetricValue"]').nth(2).inner_text()) == int(decided) + 1
+    assert page.get_by_text(f"id {item} ·").count() == 0  # decided: off the list
+    page.screenshot(path=str(SHOTS / "catalogue-qa-fix-accepted.png"), full_page=True)
+
+
 def test_every_page_in_chromium(server):
     from playwright.sync_api import sync_playwright
 
@@ -202,6 +228,8 @@ def test_every_page_in_chromium(server):
                 _hover_a_point(page)
             if path == "Batch_match":
                 _batch_match(page)
+            if path == "Catalogue_QA":
+                _fix_a_label(page)
             page.screenshot(path=str(SHOTS / f"{path or 'Home'}.png"), full_page=True)
         browser.close()
     assert {f"{path or 'Home'}.png" for path, _ in PAGES} <= {p.name for p in SHOTS.glob("*.png")}

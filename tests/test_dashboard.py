@@ -268,23 +268,68 @@ def test_any_rebuild_failure_is_one_error_box(small_catalog, tmp_path, monkeypat
 
 
 def test_catalogue_qa_lists_label_problems_and_duplicates_with_exports(app, built):
-    from vibe.qa.labels import label_problems
+    from vibe.qa.labels import audit_labels
 
     at = _open(app, "4_Catalogue_QA.py")
     _no_errors(at)
     art = load_artifacts(built[0])
-    expected = label_problems(art, "item_type")
-    assert any(m.label == "Items to check" and m.value == f"{len(expected):,}" for m in at.metric)
-    shown = min(16, len(expected))
+    expected = audit_labels(art, "item_type")
+    assert any(m.label == "item_type labels that look wrong" and m.value == f"about {expected.estimate:,}" for m in at.metric)
+    shown = min(16, len(expected.shown))
     titles = [m.value for m in at.markdown if "→" in m.value]
     in_grid = [i for column in range(4) for i in range(column, shown, 4)]  # the page reads the 4-column grid by column
-    assert titles[:shown] == [f"**{r.label} → {r.suggested}?**" for r in expected.iloc[in_grid].itertuples()]
+    assert titles[:shown] == [f"**{r.label} → {r.suggested}?**" for r in expected.shown.iloc[in_grid].itertuples()]
+    at.toggle(key="qa-every").set_value(True)  # every disagreement, one click away
+    at.run()
+    assert len([m for m in at.markdown if "→" in m.value]) == min(16, len(expected.table))
     exports = [b for b in at.get("download_button")]
-    assert len(exports) == 2
-    at.slider[1].set_value(0.8)  # a loose duplicate threshold groups many photos
+    assert len(exports) == 3
+    at.slider(key=next(s.key for s in at.slider if s.label.startswith("How alike"))).set_value(0.8)  # loose: many groups
     at.run()
     _no_errors(at)
     assert any(m.label.startswith("Groups of near-identical photos") and int(m.value) > 0 for m in at.metric)
+
+
+def test_a_fix_accepted_on_the_page_is_applied_by_the_next_build_and_not_listed_again(small_catalog, tmp_path,
+                                                                                      monkeypatch):
+    import shutil
+
+    from conftest import fast_build_config
+
+    from vibe.build.pipeline import build
+    from vibe.catalog.fixes import read_fixes
+    from vibe.qa.labels import audit_labels
+
+    root = tmp_path / "catalog"
+    shutil.copytree(small_catalog, root)
+    workdir = tmp_path / "w"
+    build(fast_build_config(root, workdir, audit_folds=3))
+    at = _session(workdir, monkeypatch, "4_Catalogue_QA.py")
+    at.text_input(key="qa-who").set_value("asha")
+    at.run()
+    first, second = (m.value.strip("*?").split(" → ") for m in [m for m in at.markdown if "→" in m.value][:2])
+    ids = [b.key.rsplit("-", 1)[1] for b in at.button if b.key and b.key.startswith("fix-accept-item_type-")][:2]
+    at.button(key=f"fix-accept-item_type-{ids[0]}").click()
+    at.run()
+    _no_errors(at)
+    at.button(key=f"fix-right-item_type-{ids[1]}").click()
+    at.run()
+    _no_errors(at)
+    fixes = read_fixes(root).fixes
+    assert fixes[["id", "old", "new", "action", "who"]].values.tolist() == [
+        [int(ids[0]), first[0], first[1], "accepted", "asha"], [int(ids[1]), second[0], second[0], "right", "asha"]]
+    keys = {b.key for b in at.button if b.key}
+    assert f"fix-accept-item_type-{ids[0]}" not in keys and f"fix-accept-item_type-{ids[1]}" not in keys
+    assert any(m.label == "Decided by the team" and m.value == "2" for m in at.metric)
+    build(fast_build_config(root, workdir, audit_folds=3))  # the next build applies the accepted fix
+    art = load_artifacts(workdir)
+    assert art.items.set_index("id").at[int(ids[0]), "item_type"] == first[1]
+    assert art.manifest["catalog"]["report"]["label_fixes"]["applied"] == 1
+    listed = set(audit_labels(art, "item_type").table["id"])
+    assert int(ids[1]) not in listed and int(ids[0]) not in listed  # marked right / fixed: never listed again
+    at = _session(workdir, monkeypatch, "4_Catalogue_QA.py")
+    _no_errors(at)
+    assert any("applied 1 fixes and kept 1 labels confirmed right" in i.value for i in at.info)
 
 
 def test_find_matches_searches_by_words(app):

@@ -195,6 +195,7 @@ def parser() -> argparse.ArgumentParser:
     ap_.add_argument("--backbone", default=None, help=f"default {default_backbone()}")
     ap_.add_argument("--flip", type=float, default=0.03, help="share of item_type labels flipped (default 0.03)")
     ap_.add_argument("--copies", type=int, default=50, help="photos uploaded again, retouched or re-encoded (default 50)")
+    ap_.add_argument("--seed", type=int, default=0, help="which flips and copies are drawn (default 0)")
     ap_.add_argument("--kinds", nargs="+", choices=("uniform", "confusion"), default=["uniform", "confusion"],
                      help="how flipped labels are drawn: by the catalogue's frequencies, or to the look-alike type "
                           "(one build each; default both)")
@@ -493,7 +494,7 @@ def cmd_audit(a) -> int:
         cfg = BuildConfig(catalog=_catalog_config(a), backbone=a.backbone or default_backbone(),
                           workdir=a.workdir or default_workdir() / "planted")
         progress = _progress(a.json)
-        result = measure(cfg, flip=a.flip, copies=a.copies, kinds=tuple(a.kinds), progress=progress, log=_say)
+        result = measure(cfg, flip=a.flip, copies=a.copies, seed=a.seed, kinds=tuple(a.kinds), progress=progress, log=_say)
         progress.close()
         print(json.dumps(result, indent=None if a.json else 2))
         if not a.json:

@@ -104,8 +104,9 @@ def artifact_status() -> dict:
     return status(workdir())
 
 
-def thumbnail_grid(cards: list[dict], root: Path, columns: int = 5) -> None:
-    """Cards with an image, a title and caption lines; `cards` hold path, title, lines."""
+def thumbnail_grid(cards: list[dict], root: Path, columns: int = 5, actions=None) -> None:
+    """Cards with an image, a title and caption lines; `cards` hold path, title, lines. `actions(card)`, when given,
+    draws the card's buttons under its lines."""
     cols = st.columns(columns)
     for i, card in enumerate(cards):
         with cols[i % columns].container(border=True):
@@ -117,3 +118,5 @@ def thumbnail_grid(cards: list[dict], root: Path, columns: int = 5) -> None:
             st.markdown(f"**{card['title']}**")
             for line in card.get("lines", []):
                 st.caption(line)
+            if actions is not None:
+                actions(card)

@@ -119,10 +119,23 @@ def datalab_knn(ev: Evidence) -> np.ndarray:
     return _on_labelled(ev, score)
 
 
-def surprise_within_filter(ev: Evidence) -> np.ndarray:
-    """cleanlab's confident-learning filter first, ranked by the project's surprise; the rest after, by surprise."""
-    flagged = _on_labelled(ev, _find_label_issues)
-    return surprise(ev) + 100 * np.nan_to_num(flagged)
+def surprise_per_class(ev: Evidence) -> np.ndarray:
+    """The shipped score: `surprise` measured against what is usual for the label's class, plus the heads' margin.
+    -ln p(label) + ln t(label), where t(c) is the geometric mean of p(c) over the items labelled c (a class the heads
+    are always unsure of, Trunk or Free Gifts, no longer fills the top of the list with the model's own errors), plus
+    the neighbours' -ln(share + 0.1), plus 2 x (the best other class's probability - p(label)) (a look-alike flip,
+    Tshirts -> Tops, keeps a fair p(label) but loses the margin)."""
+    rows, lab = np.arange(len(ev.labels)), np.maximum(ev.labels, 0)
+    p_label = ev.probs[rows, lab]
+    log_p = np.log(np.maximum(p_label, 1e-6))
+    labelled = ev.labels >= 0
+    typical = np.zeros(ev.probs.shape[1])
+    np.add.at(typical, ev.labels[labelled], log_p[labelled])
+    typical /= np.maximum(np.bincount(ev.labels[labelled], minlength=len(typical)), 1)
+    others = ev.probs.copy()
+    others[rows, lab] = -1
+    score = surprise(ev) + typical[lab] + 2 * (others.max(1) - p_label)
+    return np.where(labelled, score, np.nan)
 
 
 def rank_mean(*methods: Callable[[Evidence], np.ndarray]) -> Callable[[Evidence], np.ndarray]:
@@ -137,13 +150,14 @@ def rank_mean(*methods: Callable[[Evidence], np.ndarray]) -> Callable[[Evidence]
 
 
 METHODS: dict[str, Callable[[Evidence], np.ndarray]] = {
-    "surprise (vibe)": surprise,
+    "vibe: surprise per class + margin": surprise_per_class,
+    "vibe: surprise (before)": surprise,
     "cleanlab self_confidence": cleanlab_quality("self_confidence"),
     "cleanlab normalized_margin": cleanlab_quality("normalized_margin"),
     "cleanlab confidence_weighted_entropy": cleanlab_quality("confidence_weighted_entropy"),
     "cleanlab find_label_issues + self_confidence": cleanlab_filter("self_confidence"),
     "cleanlab Datalab features= (kNN)": datalab_knn,
-    "surprise within find_label_issues": surprise_within_filter,
+    "rank mean: vibe + cleanlab normalized_margin": rank_mean(surprise_per_class, cleanlab_quality("normalized_margin")),
 }
 
 

@@ -55,8 +55,9 @@ def photo_hashes(paths: Iterable[Path], workers: int = 2) -> list[str | None]:
 def as_bits(hashes: Iterable[str | None]) -> tuple[np.ndarray, np.ndarray]:
     """((n, BITS/8) uint8 rows, valid mask) of hex hashes."""
     hashes = list(hashes)
-    rows = [bytes.fromhex(h) if h else bytes(BITS // 8) for h in hashes]
-    return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), BITS // 8), np.array([bool(h) for h in hashes])
+    valid = [isinstance(h, str) and len(h) == BITS // 4 for h in hashes]  # None or NaN: a photo with no hash
+    rows = [bytes.fromhex(h) if ok else bytes(BITS // 8) for h, ok in zip(hashes, valid)]
+    return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), BITS // 8), np.array(valid, dtype=bool)
 
 
 def distances(hashes: list, a: np.ndarray, b: np.ndarray) -> np.ndarray:
