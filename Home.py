@@ -28,7 +28,8 @@ if not state["catalog_exists"]:
     st.warning("The catalogue folder of this build is gone: thumbnails will be missing. Rebuild with a catalogue that exists.")
     st.page_link(REBUILD_PAGE, label="Rebuild index", icon=":material/build:")
 elif state["stale"]:
-    st.warning("The catalogue changed since this build (styles.csv or images): matches do not include the changes yet.")
+    st.warning("The catalogue changed since this build (styles.csv, images or saved label fixes): matches and heads do "
+               "not include the changes until the next build.")
     st.page_link(REBUILD_PAGE, label="Rebuild index", icon=":material/build:")
 else:
     st.success("Artifacts are up to date with the catalogue.")
@@ -54,7 +55,7 @@ st.subheader("Pages")
 st.page_link("pages/1_Find_matches.py", label="Find matches: upload a photo, get the same item or a style combo", icon=":material/search:")
 st.page_link("pages/2_Head_accuracy.py", label="Head accuracy: confusion matrices and per-class metrics", icon=":material/grid_on:")
 st.page_link("pages/3_Embedding_space.py", label="Embedding space: UMAP of the 512-D and 256-D spaces", icon=":material/scatter_plot:")
-st.page_link("pages/4_Catalogue_QA.py", label="Catalogue QA: labels the model disputes, duplicate photos", icon=":material/fact_check:")
+st.page_link("pages/4_Catalogue_QA.py", label="Catalogue QA: how many labels look wrong and which, duplicate photos, fixes for the next build", icon=":material/fact_check:")
 st.page_link(REBUILD_PAGE, label="Rebuild index: embeddings, heads and indexes", icon=":material/build:")
 st.page_link("pages/6_Batch_match.py", label="Batch match: a folder or zip of photos against the catalogue, as CSV",
              icon=":material/library_add_check:")

@@ -2,7 +2,6 @@
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, SAMPLE
+
+from vibe.bench.serving import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = REPO / "tests" / "_artifacts" / "screenshots"
@@ -43,9 +44,7 @@ def sample_workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(sample_workdir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, VIBE_WORKDIR=str(sample_workdir))
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "Home.py", "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true",
@@ -187,7 +186,7 @@ def _fix_a_label(page):
     page.keyboard.press("Tab")
     _settle(page)
     accept = page.get_by_role("button", name="Accept:").first
-    card = accept.locator("xpath=ancestor::div[@data-testid='stVerticalBlockBorderWrapper'][1]").inner_text()
+    card = accept.locator("xpath=ancestor::div[contains(., 'suspicion')][1]").inner_text()  # the card around it
     item = re.search(r"id (\d+) ·", card).group(1)
     assert page.get_by_text(f"id {item} ·").count() == 1
     accept.click()

@@ -3,10 +3,8 @@ still answering), the token, dynamic batching with a bounded queue, and a rebuil
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 from conftest import SAMPLE, fast_build_config
 from PIL import Image
 
+from vibe.bench.serving import free_port, png_bomb
 from vibe.config import ServeConfig
 from vibe.errors import VibeError
 from vibe.search.bundle import current_build_id, load_bundle
@@ -34,14 +33,6 @@ def _jpeg(path, size=None) -> bytes:
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=88)
     return buf.getvalue()
-
-
-def _bomb(side: int = 60000) -> bytes:
-    """A valid PNG header declaring side x side pixels (by default 3.6 GP), with a few bytes of data."""
-    def chunk(kind, data):
-        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
-    ihdr = side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +86,8 @@ def test_embed_search_items_status(client, built):
 @pytest.mark.parametrize("request_kwargs, status, words", [
     (dict(files={"image": ("x.jpg", b"hello there")}), 422, "not an image"),
     (dict(files={"image": ("x.jpg", PHOTO[: len(PHOTO) // 3])}), 422, "truncated"),
-    (dict(files={"image": ("bomb.png", _bomb())}), 422, "decompression bomb"),
-    (dict(files={"image": ("big.png", _bomb(7000))}), 422, "40 MP limit"),  # refused from its header
+    (dict(files={"image": ("bomb.png", png_bomb())}), 422, "decompression bomb"),
+    (dict(files={"image": ("big.png", png_bomb(7000))}), 422, "40 MP limit"),  # refused from its header
     (dict(files={"image": ("x.jpg", b"")}), 422, "empty"),
     (dict(files={"image": ("x.jpg", PHOTO)}, params={"mode": "nearest"}), 422, "mode"),
     (dict(files={"image": ("x.jpg", PHOTO), "colour": ("c", b"red")}), 400, "Unknown parameter 'colour'"),
@@ -189,12 +180,6 @@ def test_an_overloaded_server_answers_503_with_retry_after(client, monkeypatch):
     assert got.status_code == 503 and got.headers["retry-after"] == "1" and "busy" in got.json()["error"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_rebuild_published_under_load_is_served_without_a_failed_request(tmp_path, small_catalog):
     import httpx
     import uvicorn
@@ -205,7 +190,7 @@ def test_a_rebuild_published_under_load_is_served_without_a_failed_request(tmp_p
     cfg = fast_build_config(small_catalog, workdir)
     build(cfg)
     first = current_build_id(workdir)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(ServeConfig(workdir=workdir, port=port)), host="127.0.0.1",
                                            port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -535,6 +535,7 @@ def cmd_audit(a) -> int:
 def _fixes(a, art) -> int:
     from .catalog.fixes import ACCEPTED, RIGHT, SET, export_fixes, record_fix
     from .catalog.reader import as_label
+    from .qa.labels import suggestions
     from .util.files import atomic_path
 
     if a.audit == "fixes":
@@ -553,7 +554,8 @@ def _fixes(a, art) -> int:
     if a.accept:
         if art.oof is None:
             raise VibeError("This build has no label audit (built with --audit-folds 0): there is no suggestion to accept.")
-        new, action = art.heads.vocabs[a.head][int(art.oof[a.head][items.index.get_loc(a.id)].argmax())], ACCEPTED
+        vocab = art.heads.vocabs[a.head]
+        new, action = vocab[int(suggestions(art.oof[a.head][[items.index.get_loc(a.id)]], vocab)[0])], ACCEPTED
     else:
         new, action = (old, RIGHT) if a.right else (a.set, SET)
     row = record_fix(art.catalog_root, a.id, a.head, old, new, action, a.who)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from vibe.catalog.fixes import ACCEPTED, DIFFERENT, RIGHT, SAME, SET, record_fix, record_verdict
+from vibe.config import OTHER
 
 
 def who() -> str:
@@ -17,7 +18,7 @@ def label_actions(root, head: str, vocab: list[str]):
         item, label, suggested = card["id"], card["label"], card["suggested"]
         if st.button(f"Accept: {suggested}", key=f"fix-accept-{head}-{item}", type="primary", width="stretch"):
             _save(lambda: record_fix(root, item, head, label, suggested, ACCEPTED, who()), f"{item}: {label} → {suggested}")
-        other = st.selectbox("Another label", [v for v in vocab if v != label], key=f"fix-other-{head}-{item}",
+        other = st.selectbox("Another label", [v for v in vocab if v not in (label, OTHER)], key=f"fix-other-{head}-{item}",
                              index=None, placeholder="Set another label…", label_visibility="collapsed")
         if other and st.button(f"Set: {other}", key=f"fix-set-{head}-{item}", width="stretch"):
             _save(lambda: record_fix(root, item, head, label, other, SET, who()), f"{item}: {label} → {other}")

@@ -3,7 +3,6 @@ clients sending real photos (throughput against batch embedding, latency, server
 published mid-run), and `vibe match` on a folder against the build's own embedding speed."""
 from __future__ import annotations
 
-import io
 import itertools
 import os
 import re
@@ -32,28 +31,31 @@ def _photo_upload(path: Path, side: int = 1024) -> bytes:
     """A catalogue-like product photo as a site sends it: the catalogue photo at `side` px on its long side, JPEG q90."""
     from PIL import Image
 
-    im = Image.open(path).convert("RGB")
-    scale = side / max(im.size)
-    buf = io.BytesIO()
-    im.resize((round(im.width * scale), round(im.height * scale)), Image.BICUBIC).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+    from .stages import as_upload
+
+    return as_upload(Image.open(path).convert("RGB"), side)
+
+
+def png_bomb(side: int = 60000) -> bytes:
+    """A valid PNG header declaring side x side pixels (by default 3.6 GP), with a few bytes of data."""
+    def chunk(kind, data):
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
 
 
 def _bad_calls(photo: bytes) -> list[Call]:
     """One of each bad input a client can send; each must be a 4xx and cost the server nothing lasting."""
-    def chunk(kind, data):
-        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
-    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", (60000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0]))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
     return [Call("not_an_image", {"files": {"image": ("notes.jpg", b"these are not pixels" * 50)}}),
             Call("truncated", {"files": {"image": ("cut.jpg", photo[: len(photo) // 3])}}),
-            Call("decompression_bomb", {"files": {"image": ("bomb.png", bomb)}}),
+            Call("decompression_bomb", {"files": {"image": ("bomb.png", png_bomb())}}),
             Call("body_50mb", {"files": {"image": ("huge.jpg", photo + b"\0" * (50 * 2**20))}}),
             Call("unknown_field", {"files": {"image": ("p.jpg", photo), "colour": ("c", b"red")}}),
             Call("unknown_mode", {"files": {"image": ("p.jpg", photo)}, "params": {"mode": "nearest"}})]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -69,7 +71,7 @@ class Server:
     def __init__(self, workdir: Path, log: Path):
         import httpx
 
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log, "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "vibe", "serve", "--workdir", str(workdir), "--port",

@@ -111,34 +111,32 @@ def _prototype_embed(encoder: Encoder, paths: list[Path], batch_size: int) -> np
     return np.concatenate(out)
 
 
-def _upload(path: Path, key: int, change: str = "tinted", others=()) -> bytes:
-    """A query as a shopper sends it: the item re-shot (on a tinted backdrop), 1024 px on its long side, JPEG q90."""
+def as_upload(photo, side: int = 1024) -> bytes:
+    """A photo as a shopper or a site sends it: `side` px on its long side, JPEG q90."""
     from PIL import Image
 
-    from ..eval.reshoot import reshoot
-    from ..util.images import load_image
-
-    photo = reshoot(load_image(path), change, 0, key, others)
-    scale = 1024 / max(photo.size)
+    scale = side / max(photo.size)
     buf = io.BytesIO()
     photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.BICUBIC).save(buf, "JPEG", quality=90)
     return buf.getvalue()
+
+
+def _upload(path: Path, key: int, change: str = "tinted", others=()) -> bytes:
+    """A query as a shopper sends it: the item re-shot (on a tinted backdrop), 1024 px on its long side, JPEG q90."""
+    from ..eval.reshoot import reshoot
+    from ..util.images import load_image
+
+    return as_upload(reshoot(load_image(path), change, 0, key, others))
 
 
 def _heldout_upload(path: Path, key: int, others) -> bytes:
     """A photo framing cannot take, as a shopper sends it: the item on a real photo, or in a page screenshot (every
     other one), 1024 px on its long side, JPEG q90."""
-    from PIL import Image
-
     from ..eval.heldout import heldout_photo
     from ..util.images import load_image
 
     kind = "page_screenshot" if key % 2 else "real_backdrop"
-    photo = heldout_photo(load_image(path), kind, 0, key, others, "score").image
-    scale = 1024 / max(photo.size)
-    buf = io.BytesIO()
-    photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.BICUBIC).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+    return as_upload(heldout_photo(load_image(path), kind, 0, key, others, "score").image)
 
 
 def load(ctx: Context) -> None:

@@ -1,5 +1,5 @@
 """Label problems: how many of an attribute's labels look wrong (confident learning's estimate over the build's
-out-of-fold probabilities), and the items whose label disagrees with the out-of-fold prediction, most certain first,
+out-of-fold probabilities), and the items whose label the out-of-fold prediction disputes, most certain first,
 cut at that estimate by default. Items the catalogue team has decided on (label_fixes.csv) are left out."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..catalog.fixes import decided
-from ..config import HEADS
+from ..config import HEADS, OTHER
 from ..errors import VibeError
 from .rankings import METHODS, Evidence, estimate_errors, nearest_others
 
@@ -53,10 +53,10 @@ def audit_labels(art, head: str = "item_type", method: str = RANKING, ev: Eviden
     ev = ev or evidence(art, head)
     items, vocab = art.items, art.heads.vocabs[head]
     label, probs = ev.labels, ev.probs
-    suggested = probs.argmax(1)
+    suggested = suggestions(probs, vocab)
     score = METHODS[method](ev)
     shares = ev.shares()
-    rows = np.flatnonzero((label >= 0) & (suggested != label))
+    rows = np.flatnonzero((label >= 0) & (probs.argmax(1) != label) & (suggested != label))
     done = decided(art.catalog_root, head)
     keep = np.array([int(i) not in done or items.at[r, head] not in done[int(i)]
                      for r, i in zip(rows, items["id"].to_numpy()[rows])], dtype=bool)
@@ -70,6 +70,16 @@ def audit_labels(art, head: str = "item_type", method: str = RANKING, ev: Eviden
                           "neighbours_suggested": shares[rows, sug], "neighbours_label": shares[rows, lab]})
     table = table.sort_values(["score", "id"], ascending=[False, True]).reset_index(drop=True)
     return LabelAudit(head, estimate_errors(ev), table, n_decided, method)
+
+
+def suggestions(probs: np.ndarray, vocab: list[str]) -> np.ndarray:
+    """Per item, the class the held-out heads find likeliest among the named ones: "Other" (the bucket of types too
+    rare to learn) is no label a catalogue team can accept, so an item the heads put there is offered its best named
+    class instead."""
+    named = probs.copy()
+    if OTHER in vocab and len(vocab) > 1:
+        named[:, vocab.index(OTHER)] = -1
+    return named.argmax(1)
 
 
 def label_problems(art, head: str = "item_type", top: int | None = None) -> pd.DataFrame:
