@@ -7,7 +7,7 @@ import pytest
 from vibe.config import HEADS
 from vibe.errors import VibeError
 from vibe.search.matcher import Matcher
-from vibe.store.artifacts import load_artifacts
+from vibe.store.artifacts import FORMAT, load_artifacts
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,8 @@ def test_a_truncated_or_foreign_artifact_is_detected(built, tmp_path):
     with pytest.raises(VibeError, match="truncated or changed.*python -m vibe build"):
         load_artifacts(copy)
     manifest = copy / "current" / "manifest.json"
-    manifest.write_text(manifest.read_text().replace('"vibe-artifacts-2"', '"vibe-artifacts-1"'))
+    manifest.write_text(manifest.read_text().replace(f'"{FORMAT}"', '"vibe-artifacts-1"'))
+    assert FORMAT != "vibe-artifacts-1" and "vibe-artifacts-1" in manifest.read_text()
     with pytest.raises(VibeError, match="another version of vibe"):
         load_artifacts(copy)
     with pytest.raises(VibeError, match="No built index"):

@@ -31,12 +31,14 @@ def verdict_buttons(root, ids: list[int]) -> None:
     key = "-".join(map(str, ids))
     left, right = st.columns(2)
     if left.button("Same product", key=f"dup-same-{key}", width="stretch"):
-        _save(lambda: record_verdict(root, ids, SAME, who()), f"group {ids[0]}…: same product")
+        _save(lambda: record_verdict(root, ids, SAME, who()), f"group {ids[0]}…: same product",
+              "the group is kept for the export, hidden from the list")
     if right.button("Different products", key=f"dup-diff-{key}", width="stretch"):
-        _save(lambda: record_verdict(root, ids, DIFFERENT, who()), f"group {ids[0]}…: never grouped again")
+        _save(lambda: record_verdict(root, ids, DIFFERENT, who()), f"group {ids[0]}…: different products",
+              "these photos are never grouped together again")
 
 
-def _save(record, what: str) -> None:
+def _save(record, what: str, then: str = "the next build applies it") -> None:
     from vibe.errors import VibeError
 
     try:
@@ -44,5 +46,5 @@ def _save(record, what: str) -> None:
     except VibeError as e:
         st.error(str(e))
         return
-    st.session_state["qa-saved"] = f"Saved ({what}); the next build applies it."
+    st.session_state["qa-saved"] = f"Saved ({what}); {then}."
     st.rerun()

@@ -61,7 +61,7 @@ def audit_labels(art, head: str = "item_type", method: str = RANKING, ev: Eviden
     keep = np.array([int(i) not in done or items.at[r, head] not in done[int(i)]
                      for r, i in zip(rows, items["id"].to_numpy()[rows])], dtype=bool)
     n_decided = int((~keep).sum())
-    rows = rows[keep] if len(rows) else rows
+    rows = rows[keep]
     lab, sug = label[rows], suggested[rows]
     table = pd.DataFrame({"id": items["id"].to_numpy()[rows], "name": items["name"].to_numpy()[rows],
                           "path": items["path"].to_numpy()[rows], "label": items[head].to_numpy()[rows],
