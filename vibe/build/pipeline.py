@@ -253,7 +253,8 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
         previous = _previous_items(previous_build)
         split = np.full(len(items), "train", dtype=object)
         split[held] = "heldout"
-        table = items.assign(photo_hash=_photo_hashes(items, catalog.root, previous, progress),**{f"{h}_code": codes[h] for h in HEADS}, **{f"pred_{h}": pred[h] for h in HEADS},
+        table = items.assign(photo_hash=_photo_hashes(items, catalog.root, previous, progress),
+                             **{f"{h}_code": codes[h] for h in HEADS}, **{f"pred_{h}": pred[h] for h in HEADS},
                             **{f"conf_{h}": probs[h].max(1).astype(np.float32) for h in HEADS}, split=split, **oof)
         art = Artifacts(path=workdir / "builds" / "(new)", manifest={"backbone": encoder.info(), "catalog": {"root": str(catalog.root)}},
                         items=table, clip=VectorIndex.build(emb, cfg.index), style=VectorIndex.build(style, cfg.index), heads=heads,

@@ -14,7 +14,7 @@ from scipy.sparse.csgraph import connected_components
 
 from ..catalog.fixes import DIFFERENT, read_verdicts
 from ..errors import VibeError
-from ..util.perceptual import BITS, close_pairs, distances
+from ..util.perceptual import BITS, as_bits, close_pairs, distances
 
 HASH_DISTANCE = 12  # of 256 bits: on the shared catalogue, 14 pairs of distinct ids this close, most of them re-uploads
 
@@ -48,8 +48,8 @@ def find_groups(art, threshold: float, hash_distance: int = HASH_DISTANCE) -> li
     lims, _, found = art.clip.index.range_search(vectors, float(threshold))
     source = np.repeat(np.arange(n), np.diff(lims).astype(np.int64))
     edges = {"embedding": (source[source < found], found[source < found])}
-    hashes = items["photo_hash"].tolist() if "photo_hash" in items else [None] * n
-    edges["photo hash"] = close_pairs(hashes, hash_distance)
+    bits, valid = as_bits(items["photo_hash"].tolist() if "photo_hash" in items else [None] * n)  # parsed once
+    edges["photo hash"] = close_pairs(bits, valid, hash_distance)
     codes = pd.factorize(items["hash"])[0]
     first = pd.Series(np.arange(n)).groupby(codes).transform("min").to_numpy()
     edges["same bytes"] = (first[first != np.arange(n)], np.flatnonzero(first != np.arange(n)))
@@ -68,7 +68,7 @@ def find_groups(art, threshold: float, hash_distance: int = HASH_DISTANCE) -> li
         inside = {k: np.isin(e[0], rows) for k, e in edges.items()}
         pa, pb = np.triu_indices(len(rows), 1)
         cos = float((vectors[rows[pa]] * vectors[rows[pb]]).sum(1).max())
-        dist = int(distances(hashes, rows[pa], rows[pb]).min())
+        dist = int(distances(bits, valid, rows[pa], rows[pb]).min())
         members = sorted(int(i) for i in ids[rows])
         groups.append(Group(members, tuple(k for k in ("same bytes", "photo hash", "embedding") if inside[k].any()),
                             cos, dist, verdicts.get(frozenset(members), "")))

@@ -60,16 +60,14 @@ def as_bits(hashes: Iterable[str | None]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), BITS // 8), np.array(valid, dtype=bool)
 
 
-def distances(hashes: list, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Bits differing between the hashes of rows a and b (BITS + 1 where either has none)."""
-    bits, valid = as_bits(hashes)
+def distances(bits: np.ndarray, valid: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bits differing between the hashes of rows a and b of `as_bits` output (BITS + 1 where either has none)."""
     d = np.bitwise_count(bits[a] ^ bits[b]).sum(1)
     return np.where(valid[a] & valid[b], d, BITS + 1)
 
 
-def close_pairs(hashes: Iterable[str | None], max_distance: int, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """(i, j) of every pair i < j whose hashes differ in at most `max_distance` bits."""
-    bits, valid = as_bits(hashes)
+def close_pairs(bits: np.ndarray, valid: np.ndarray, max_distance: int, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) of every pair i < j of `as_bits` rows whose hashes differ in at most `max_distance` bits."""
     rows = np.flatnonzero(valid)
     v = bits[rows]
     out_i, out_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
