@@ -81,12 +81,13 @@ with tab_fixes:
 
 with tab_dupes:
     default = duplicates.default_duplicate_threshold(art)
-    calibration = art.metrics.get("duplicates", {}).get("from", "a conservative default")
-    threshold = st.slider("How alike two photos must be", 0.80, 1.0, float(default), step=0.0005, format="%.4f",
-                          help=f"Cosine similarity in the 512-D space; the default comes from {calibration}. Lower finds "
-                               "more groups, and more photos that are only alike. Photos whose perceptual hashes are "
-                               f"within {duplicates.HASH_DISTANCE} of 256 bits are grouped whatever the cosine.")
-    with guard():
+    threshold = st.slider("How alike two photos must be to be checked", 0.90, 1.0, float(default), step=0.0005,
+                          format="%.4f",
+                          help="Cosine similarity in the 512-D space that proposes a pair; so does a perceptual hash "
+                               f"within {duplicates.HASH_DISTANCE} of 256 bits. Every proposed pair is then aligned and "
+                               "compared pixel by pixel: a crop, border, re-toned or re-encoded copy is kept, the same "
+                               "pose in another colour is not. Lower checks more pairs (slower on a large catalogue).")
+    with guard(), st.spinner("Aligning the photos of every proposed pair..."):
         found_groups = groups(bundle.build_id, threshold, _stamp(verdicts_path(root)))
     decided_too = st.toggle("Show groups marked same product", key="qa-dup-decided")
     shown = [g for g in found_groups if decided_too or not g.verdict]

@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, SAMPLE
+from PIL import Image
 
 from vibe.build.heads import train_heads
 from vibe.config import HEADS, HeadsConfig
@@ -44,6 +45,19 @@ def _artifacts(tmp_path, n=600, flip=0.04, copies=(), seed=0):
                     clip=VectorIndex.build(emb), style=VectorIndex.build(emb), heads=heads, projection=None, metrics={},
                     oof=probs)
     return art, set(items["id"].iloc[flipped])
+
+
+def _photos(tmp_path, art, copies, copy=None):
+    """Real photos behind a synthetic build: a different sample photo for each pair's first item and a copy of it
+    (default: planted.hard_copy, cropped, bordered, brightened, recompressed) for its second; the rest have none."""
+    from vibe.qa.planted import hard_copy
+
+    photos = sorted((SAMPLE / "images").iterdir())
+    (tmp_path / "images").mkdir(exist_ok=True)
+    for k, (a, b) in enumerate(copies):
+        photo = Image.open(photos[7 * k]).convert("RGB")
+        photo.save(tmp_path / art.items["path"].iat[a])
+        (copy or hard_copy)(photo).save(tmp_path / art.items["path"].iat[b])
 
 
 def test_out_of_fold_predictions_never_come_from_heads_that_saw_the_item(tmp_path, monkeypatch):
@@ -102,13 +116,33 @@ def test_duplicate_groups_find_planted_copies_and_same_bytes(tmp_path):
 
     copies = [(0, 1), (10, 11), (20, 21), (30, 31)]
     art, _ = _artifacts(tmp_path, flip=0.0, copies=copies)
-    art.items.loc[41, "hash"] = art.items.at[40, "hash"]  # the same bytes under two ids
+    _photos(tmp_path, art, copies)
+    art.items.loc[41, "hash"] = art.items.at[40, "hash"]  # the same bytes under two ids (no photo: no check needed)
     groups = duplicate_groups(art, 0.99)
     for a, b in copies:
         assert [1000 + a, 1000 + b] in groups
     assert [1040, 1041] in groups and len(groups) == len(copies) + 1
     assert list(groups_table(art, groups).columns) == ["group", "id", "name", "path"]
     assert duplicate_groups(art, 1.0) == [[1040, 1041]]
+
+
+def test_the_same_pose_in_another_colour_or_another_photo_is_not_a_duplicate(tmp_path):
+    """The embedding proposes all three pairs (cosine >= 0.99); aligning the photos keeps only the retouched copy."""
+    from vibe.qa.duplicates import find_groups
+
+    copies = [(0, 1), (10, 11), (20, 21)]
+    art, _ = _artifacts(tmp_path, flip=0.0, copies=copies)
+    _photos(tmp_path, art, copies[:1])
+    photos = sorted((SAMPLE / "images").iterdir())
+    shirt = Image.open(photos[7]).convert("RGB")
+    shirt.save(tmp_path / "images" / "1010.jpg")
+    r, g, b = shirt.split()
+    Image.merge("RGB", (b, r, g)).save(tmp_path / "images" / "1011.jpg")  # the very same shot, recoloured
+    Image.open(photos[14]).save(tmp_path / "images" / "1020.jpg")
+    Image.open(photos[15]).save(tmp_path / "images" / "1021.jpg")  # another photo
+    groups = find_groups(art, 0.99)
+    assert [g.ids for g in groups] == [[1000, 1001]] and groups[0].witnesses == ("embedding",)
+    assert groups[0].keypoints >= 20
 
 
 def test_word_search_reads_attributes_synonyms_and_name_words():

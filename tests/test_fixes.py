@@ -1,5 +1,6 @@
 """Fixes that flow back: label decisions and duplicate verdicts saved beside styles.csv (never editing it), read over
 the catalogue by the next build, and left out of the audit once decided; a malformed row costs one report line."""
+import io
 import shutil
 import subprocess
 import sys
@@ -98,11 +99,13 @@ def test_an_item_marked_right_or_fixed_is_not_listed_again(tmp_path):
 
 
 def test_a_group_marked_different_products_never_returns_and_same_product_is_kept_with_its_verdict(tmp_path):
-    from test_audit import _artifacts
+    from test_audit import _artifacts, _photos
 
     from vibe.qa.duplicates import find_groups, groups_table
 
-    art, _ = _artifacts(tmp_path, flip=0.0, copies=[(0, 1), (10, 11), (20, 21)])
+    copies = [(0, 1), (10, 11), (20, 21)]
+    art, _ = _artifacts(tmp_path, flip=0.0, copies=copies)
+    _photos(tmp_path, art, copies)
     groups = find_groups(art, 0.99)
     assert [g.ids for g in groups] == [[1000, 1001], [1010, 1011], [1020, 1021]]
     assert all(g.witnesses == ("embedding",) and g.cosine >= 0.99 and not g.verdict for g in groups)
@@ -128,7 +131,12 @@ def test_the_photo_hash_groups_re_encoded_copies_the_embedding_threshold_misses(
     photo, other = (Image.open(photos[i]).convert("RGB") for i in (3, 40))
     bordered = Image.new("RGB", (photo.width + 24, photo.height + 24), photo.getpixel((0, 0)))
     bordered.paste(photo, (12, 12))  # a border of the backdrop's colour: trimmed away before hashing
-    copies = {0: photo, 1: photo.resize((photo.width * 2, photo.height * 2)), 2: other, 5: bordered}
+    recompressed = io.BytesIO()
+    photo.save(recompressed, "JPEG", quality=90)
+    copies = {0: photo, 1: Image.open(recompressed), 2: other, 5: bordered}
+    (tmp_path / "images").mkdir()
+    for r, image in copies.items():
+        image.save(tmp_path / art.items["path"].iat[r])
     hashes = [photo_hash(copies[r]) if r in copies else None for r in range(len(art.items))]
     groups = find_groups(replace(art, items=art.items.assign(photo_hash=hashes)), 0.9999)  # no embedding pair this close
     assert [g.ids for g in groups] == [[1000, 1001, 1005]] and groups[0].witnesses == ("photo hash",)

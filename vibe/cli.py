@@ -185,9 +185,10 @@ def parser() -> argparse.ArgumentParser:
     ax = asub.add_parser("fixes", help="the label fixes in force, as CSV for the product-information system")
     ax.add_argument("--out", type=Path, default=None, help="write the CSV here (default: print it)")
     _workdir(ax)
-    ad = asub.add_parser("duplicates", help="groups of near-identical photos")
+    ad = asub.add_parser("duplicates", help="groups of photos of one shot uploaded again (each proposed pair aligned)")
     ad.add_argument("--threshold", type=float, default=None,
-                    help="cosine in the 512-D space (default: the build's, calibrated on re-encoded copies of its photos)")
+                    help="cosine in the 512-D space that proposes a pair (default 0.96, or the build's calibrated "
+                         "cosine where lower)")
     ad.add_argument("--json", action="store_true")
     _workdir(ad)
     ap_ = asub.add_parser("planted", help="plant faults in a copy of a catalogue, build it, score the audit")
@@ -485,7 +486,7 @@ def cmd_search(a) -> int:
 
 
 def cmd_audit(a) -> int:
-    from .qa.duplicates import default_duplicate_threshold, find_groups
+    from .qa.duplicates import HASH_DISTANCE, default_duplicate_threshold, find_groups
     from .qa.labels import audit_labels
 
     if a.audit == "planted":
@@ -523,10 +524,11 @@ def cmd_audit(a) -> int:
     if a.json:
         print(json.dumps({"threshold": threshold, "groups": [g.ids for g in groups],
                           "details": [{"ids": g.ids, "witnesses": list(g.witnesses), "cosine": round(g.cosine, 5),
-                                       "hash_distance": g.hash_distance, "verdict": g.verdict} for g in groups]}))
+                                       "hash_distance": g.hash_distance, "keypoints": g.keypoints, "verdict": g.verdict}
+                                      for g in groups]}))
         return 0
-    print(f"{len(groups)} groups of near-identical photos at cosine >= {threshold:.4f} or a photo hash within "
-          "the default distance")
+    print(f"{len(groups)} groups of photos of one shot: pairs at cosine >= {threshold:.4f} or a photo hash within "
+          f"{HASH_DISTANCE} bits, checked by aligning the photos")
     for g in groups:
         print(f"  {', '.join(map(str, g.ids))}   [{g.describe()}]" + (f" {g.verdict}" if g.verdict else ""))
     return 0
