@@ -73,10 +73,12 @@ def _check(art, a: np.ndarray, b: np.ndarray, progress: Progress) -> np.ndarray:
     return np.array(out, dtype=object)
 
 
-def find_groups(art, threshold: float, hash_distance: int = HASH_DISTANCE, progress: Progress = silent) -> list[Group]:
+def find_groups(art, threshold: float, hash_distance: int = HASH_DISTANCE, progress: Progress = silent,
+                check: bool = True) -> list[Group]:
     """Groups of items whose photos are one shot: pairs proposed by cosine >= threshold (FAISS range search) or a
-    perceptual hash within `hash_distance` bits, kept when their photos align (Agreement.same_shot); the same bytes
-    always. Pairs inside a group marked "different products" are dropped."""
+    perceptual hash within `hash_distance` bits, kept when their photos align (Agreement.same_shot; `check=False`:
+    every proposed pair, as the audit did before, kept for comparison); the same bytes always. Pairs inside a group
+    marked "different products" are dropped."""
     if not 0.0 < threshold <= 1.0:
         raise VibeError(f"threshold must be between 0 and 1, not {threshold}.")
     items = art.items
@@ -97,7 +99,8 @@ def find_groups(art, threshold: float, hash_distance: int = HASH_DISTANCE, progr
                              "b": np.concatenate([edges[k][1] for k in ("embedding", "photo hash")])})
     proposed = proposed[np.array([(x, y) not in same_bytes for x, y in zip(proposed.a, proposed.b)], dtype=bool)]
     proposed = proposed.drop_duplicates()
-    checks = dict(zip(zip(proposed.a, proposed.b), _check(art, proposed.a.to_numpy(), proposed.b.to_numpy(), progress)))
+    checks = dict(zip(zip(proposed.a, proposed.b), _check(art, proposed.a.to_numpy(), proposed.b.to_numpy(), progress)
+                      if check else [Agreement(0, 0.0, True)] * len(proposed)))
     for kind, (a, b) in edges.items():
         keep = ~np.any([m[a] & m[b] for m in apart], axis=0) if apart else np.ones(len(a), bool)
         if kind != "same bytes":

@@ -148,9 +148,22 @@ def score_labels(art, truth: dict, original_codes: np.ndarray, cfg: BuildConfig)
             "estimate_original": own, "estimate_over_planted_plus_own": audit.estimate / max(1, n + own)}
 
 
+UNCHECKED_HASH = 12  # the audit before the shot check: the calibrated cosine or a hash within 12 bits, unchecked
+
+
 def score_duplicates(art, truth: dict) -> dict:
-    threshold = default_duplicate_threshold(art)
-    groups = find_groups(art, threshold)
+    """The shipped audit's groups against the planted copies, and beside it the audit without the shot check."""
+    out = _score_groups(art, truth, find_groups(art, default_duplicate_threshold(art)))
+    out["threshold"], out["hash_distance"] = default_duplicate_threshold(art), HASH_DISTANCE
+    calibrated = float(art.metrics.get("duplicates", {}).get("threshold", 0.97))
+    before = _score_groups(art, truth, find_groups(art, calibrated, UNCHECKED_HASH, check=False))
+    out["unchecked"] = {"threshold": calibrated, "hash_distance": UNCHECKED_HASH,
+                        **{k: before[k] for k in ("recall", "recall_hard", "other_groups_not_same_bytes",
+                                                  "other_groups_one_name")}}
+    return out
+
+
+def _score_groups(art, truth: dict, groups: list) -> dict:
     group_of = {i: g for g, members in enumerate(groups) for i in members.ids}
     together = [(a, b) for a, b in truth["pairs"] if a in group_of and group_of.get(a) == group_of.get(b)]
     planted_groups = {group_of[a] for a, _ in together}
@@ -158,8 +171,7 @@ def score_duplicates(art, truth: dict) -> dict:
     items = art.items.set_index("id")
     hard = truth["pairs"][1::2]
     false = [g for g in other if items.loc[g.ids, "hash"].nunique() > 1]  # not planted, not all the very same bytes
-    return {"planted": len(truth["pairs"]), "threshold": threshold, "hash_distance": HASH_DISTANCE,
-            "recall": len(together) / len(truth["pairs"]),
+    return {"planted": len(truth["pairs"]), "recall": len(together) / len(truth["pairs"]),
             "recall_hard": sum(p in together for p in hard) / max(1, len(hard)),
             "groups": len(groups), "other_groups": len(other), "other_groups_not_same_bytes": len(false),
             # of those, groups the catalogue itself holds twice under one product name: likely duplicates, not alarms
