@@ -145,6 +145,19 @@ def test_the_same_pose_in_another_colour_or_another_photo_is_not_a_duplicate(tmp
     assert groups[0].keypoints >= 20
 
 
+def test_copies_of_kinds_the_audit_was_not_tuned_on_are_grouped_with_their_originals(built_mini):
+    """audit copies: rotated, halved and dark-framed copies of real photos, embedded by vibe-mini, added to its build."""
+    from vibe.models.encoder import Encoder
+    from vibe.qa.copies import measure_copies
+    from vibe.store.artifacts import load_artifacts
+
+    kinds = ("rotated", "downscaled", "dark border")
+    result = measure_copies(load_artifacts(built_mini[0]), Encoder("vibe-mini"), per_kind=6, seed=3, kinds=kinds)
+    assert list(result["kinds"]) == list(kinds)
+    for kind, r in result["kinds"].items():
+        assert r["recall"] >= 5 / 6 and r["false_groups"] <= 1, (kind, r)
+
+
 def test_word_search_reads_attributes_synonyms_and_name_words():
     from vibe.search.words import parse
 

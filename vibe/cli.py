@@ -191,6 +191,11 @@ def parser() -> argparse.ArgumentParser:
                          "cosine where lower)")
     ad.add_argument("--json", action="store_true")
     _workdir(ad)
+    ac = asub.add_parser("copies", help="score the duplicate audit on kinds of copy it was not tuned on (no rebuild)")
+    ac.add_argument("--per-kind", type=int, default=50, help="photos copied per kind (default 50)")
+    ac.add_argument("--seed", type=int, default=0, help="which photos are copied (default 0)")
+    ac.add_argument("--json", action="store_true")
+    _workdir(ac)
     ap_ = asub.add_parser("planted", help="plant faults in a copy of a catalogue, build it, score the audit")
     _catalog_args(ap_, required=True)
     ap_.add_argument("--backbone", default=None, help=f"default {default_backbone()}")
@@ -501,7 +506,20 @@ def cmd_audit(a) -> int:
         if not a.json:
             print("\n".join(["precision at the number flipped:", *table_lines(result)]))
         return 0
-    art = _load(a.workdir or default_workdir(), None).artifacts
+    bundle = _load(a.workdir or default_workdir(), None)
+    art = bundle.artifacts
+    if a.audit == "copies":
+        from .qa.copies import measure_copies
+
+        result = measure_copies(art, bundle.encoder, a.per_kind, a.seed)
+        if a.json:
+            print(json.dumps(result))
+            return 0
+        print(f"{a.per_kind} copies per kind, grouped at cosine >= {result['threshold']:.4f} or a close photo hash, "
+              "each pair checked by aligning its photos:")
+        for kind, r in result["kinds"].items():
+            print(f"  {kind:<14} recall {r['recall']:.2f}   false groups {r['false_groups']}   ({r['how']})")
+        return 0
     if a.audit in ("fix", "fixes"):
         return _fixes(a, art)
     if a.audit == "labels":

@@ -37,6 +37,7 @@ from ..store.artifacts import (
 from ..store.cache import EmbeddingStore, embed_files
 from ..store.index import VectorIndex
 from ..util.files import file_digest, remove_tree, write_json
+from ..util.perceptual import VERSION as PHOTO_HASH_VERSION
 from ..util.perceptual import photo_hashes
 from ..util.progress import Progress, silent
 from .calibrate import check_build
@@ -90,8 +91,11 @@ def build_lock(workdir: Path) -> Iterator[None]:
 
 
 def _previous_items(folder: Path | None) -> pd.DataFrame | None:
+    """The previous build's photo hashes by content hash, when they were made the way this code makes them."""
     try:
-        return pd.read_parquet(folder / "items.parquet", columns=["id", "hash", "photo_hash"]) if folder else None
+        if not folder or json.loads((folder / "manifest.json").read_text()).get("photo_hash") != PHOTO_HASH_VERSION:
+            return None
+        return pd.read_parquet(folder / "items.parquet", columns=["id", "hash", "photo_hash"])
     except (OSError, ValueError, KeyError):
         return None
 
@@ -290,6 +294,7 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
                             "holdout_fraction": cfg.catalog.holdout_fraction, "split": split_info},
                 "config": recorded, "training": {"heads": head_info, "projection": proj_info},
                 "embedding": {"embedded": stats.embedded, "reused": stats.reused, "failed": stats.failed},
+                "photo_hash": PHOTO_HASH_VERSION,
                 "timings": timings,
             })
             final = publish(workdir, staging)

@@ -47,9 +47,11 @@ def duplicate_groups(art, threshold: float, hash_distance: int = HASH_DISTANCE) 
 _CHECKED: dict[tuple[str, str], Agreement] = {}  # by the two photos' files and contents: a slider move re-checks none
 
 
-def _check(art, a: np.ndarray, b: np.ndarray, progress: Progress) -> np.ndarray:
+def _check(art, a: np.ndarray, b: np.ndarray, progress: Progress) -> list[Agreement]:
     """Agreement of the photos of each pair (rows a[k], b[k]); an unreadable photo agrees with nothing."""
     items, root = art.items, art.catalog_root
+    if len(_CHECKED) > 1_000_000:  # a long-running server over many catalogues: start again rather than grow
+        _CHECKED.clear()
     photo = (str(root) + "/" + items["path"].astype(str) + "#" + items["hash"].astype(str)).to_numpy()
     keys = [(photo[i], photo[j]) for i, j in zip(a, b)]
     todo = sorted({r for (i, j), key in zip(zip(a, b), keys) if key not in _CHECKED for r in (i, j)})
@@ -70,7 +72,7 @@ def _check(art, a: np.ndarray, b: np.ndarray, progress: Progress) -> np.ndarray:
         if k % 256 == 0:
             progress("checking proposed duplicate pairs", k, len(keys))
     progress("checking proposed duplicate pairs", len(keys), len(keys))
-    return np.array(out, dtype=object)
+    return out
 
 
 def find_groups(art, threshold: float, hash_distance: int = HASH_DISTANCE, progress: Progress = silent,
