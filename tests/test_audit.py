@@ -145,6 +145,22 @@ def test_the_same_pose_in_another_colour_or_another_photo_is_not_a_duplicate(tmp
     assert groups[0].keypoints >= 20
 
 
+def test_a_crowded_space_checks_each_photo_against_its_closest_few_only(tmp_path, monkeypatch):
+    """200 photos all at cosine ~1 (a collapsed backbone) propose at most 200 x NEIGHBOURS pairs, not 19,900."""
+    from dataclasses import replace
+
+    import vibe.qa.duplicates as duplicates
+    from vibe.util.alignment import Agreement
+
+    art, _ = _artifacts(tmp_path, n=200, flip=0.0)
+    crowded = l2_normalize(np.ones((200, 64)) + np.random.default_rng(0).normal(scale=1e-3, size=(200, 64)))
+    checked = []
+    monkeypatch.setattr(duplicates, "_check", lambda art, a, b, progress: checked.append(len(a))
+                        or [Agreement(0, float("inf"))] * len(a))
+    assert duplicates.find_groups(replace(art, clip=VectorIndex.build(crowded)), 0.9) == []
+    assert 200 <= checked[0] <= 200 * duplicates.NEIGHBOURS
+
+
 def test_copies_of_kinds_the_audit_was_not_tuned_on_are_grouped_with_their_originals(built_mini):
     """audit copies: rotated, halved and dark-framed copies of real photos, embedded by vibe-mini, added to its build."""
     from vibe.models.encoder import Encoder
