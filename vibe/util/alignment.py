@@ -19,7 +19,7 @@ MAX_COLOUR = 10.0  # CIE Lab distance, 90th percentile over the product after th
 class Shot:
     points: np.ndarray  # (k, 2) keypoint positions in `rgb`
     descriptors: np.ndarray | None  # (k, 32) uint8 ORB descriptors
-    rgb: np.ndarray  # (h, w, 3) uint8, the photo at most SIDE on its long side
+    rgb: np.ndarray  # (h, w, 3) uint8, the photo resized to SIDE on its long side
 
 
 def shot(image: Image.Image) -> Shot:
