@@ -108,11 +108,11 @@ def find_groups(art, threshold: float, hash_distance: int = HASH_DISTANCE, progr
                              "b": np.concatenate([edges[k][1] for k in ("embedding", "photo hash")])})
     proposed = proposed[np.array([(x, y) not in same_bytes for x, y in zip(proposed.a, proposed.b)], dtype=bool)]
     proposed = proposed.drop_duplicates()
-    checks = dict(zip(zip(proposed.a, proposed.b), _check(art, proposed.a.to_numpy(), proposed.b.to_numpy(), progress)
-                      if check else [Agreement(0, 0.0, True)] * len(proposed)))
+    checks = dict(zip(zip(proposed.a, proposed.b),
+                      _check(art, proposed.a.to_numpy(), proposed.b.to_numpy(), progress) if check else []))
     for kind, (a, b) in edges.items():
         keep = ~np.any([m[a] & m[b] for m in apart], axis=0) if apart else np.ones(len(a), bool)
-        if kind != "same bytes":
+        if kind != "same bytes" and check:
             keep &= np.array([(x, y) in same_bytes or checks[x, y].same_shot for x, y in zip(a, b)], dtype=bool)
         edges[kind] = (a[keep], b[keep])
     a = np.concatenate([e[0] for e in edges.values()])

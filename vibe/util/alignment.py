@@ -38,11 +38,10 @@ def shot(image: Image.Image) -> Shot:
 class Agreement:
     inliers: int  # keypoint matches one similarity transform explains (0: no transform found)
     colour: float  # 90th percentile of the Lab distance over the product once aligned (inf: not compared)
-    assumed: bool = False  # not compared: taken as the same shot (the audit without its check, for comparison)
 
     @property
     def same_shot(self) -> bool:
-        return self.assumed or (self.inliers >= MIN_INLIERS and self.colour <= MAX_COLOUR)
+        return self.inliers >= MIN_INLIERS and self.colour <= MAX_COLOUR
 
 
 def agreement(a: Shot, b: Shot) -> Agreement:
