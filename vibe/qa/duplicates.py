@@ -6,7 +6,6 @@ the same pose shot in another colour. The very same bytes need no check. Each gr
 how close its photos are; a group the team marked "different products" is never formed again."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +16,7 @@ from scipy.sparse.csgraph import connected_components
 from ..catalog.fixes import DIFFERENT, read_verdicts
 from ..errors import VibeError
 from ..util.alignment import Agreement, agreement, shot
-from ..util.images import load_image
+from ..util.images import map_photos
 from ..util.perceptual import BITS, as_bits, close_pairs, distances
 from ..util.progress import Progress, silent
 
@@ -56,14 +55,7 @@ def _check(art, a: np.ndarray, b: np.ndarray, progress: Progress) -> list[Agreem
     photo = (str(root) + "/" + items["path"].astype(str) + "#" + items["hash"].astype(str)).to_numpy()
     keys = [(photo[i], photo[j]) for i, j in zip(a, b)]
     todo = sorted({r for (i, j), key in zip(zip(a, b), keys) if key not in _CHECKED for r in (i, j)})
-
-    def one(row):
-        try:
-            return shot(load_image(root / items["path"].iat[row]))
-        except Exception:  # noqa: BLE001 - an unreadable photo is no one's duplicate; the build reports it
-            return None
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        shots = dict(zip(todo, pool.map(one, todo)))
+    shots = dict(zip(todo, map_photos(shot, [root / items["path"].iat[r] for r in todo])))  # unreadable: None
     out = []
     for k, ((i, j), key) in enumerate(zip(zip(a, b), keys)):
         if key not in _CHECKED:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Callable, Iterable, TypeVar, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -87,3 +88,18 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
     except (OSError, SyntaxError, ValueError):
         raise ImageError(f"{label} is damaged or truncated and cannot be decoded: save or export it again "
                          "(JPEG, PNG, WebP, GIF, BMP or TIFF).") from None
+
+
+T = TypeVar("T")
+
+
+def map_photos(fn: Callable[[Image.Image], T], paths: Iterable[Path], workers: int = 2) -> list[T | None]:
+    """fn(photo) for each file's photo, on a few threads (PIL decodes without the GIL); None where the file cannot be
+    read or fn fails on it (the build reports unreadable photos elsewhere)."""
+    def one(path):
+        try:
+            return fn(load_image(path))
+        except Exception:  # noqa: BLE001 - one bad photo must not stop the others
+            return None
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, paths))

@@ -4,7 +4,6 @@ product (the margin of the corner's colour cut off), so a copy with a border add
 like the original."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
@@ -44,16 +43,10 @@ def photo_hash(image: Image.Image) -> str:
 
 
 def photo_hashes(paths: Iterable[Path], workers: int = 2) -> list[str | None]:
-    """photo_hash of each file (None where it cannot be read), on a few threads (PIL decodes without the GIL)."""
-    from .images import load_image
+    """photo_hash of each file (None where it cannot be read), on a few threads."""
+    from .images import map_photos
 
-    def one(path):
-        try:
-            return photo_hash(load_image(path))
-        except Exception:  # noqa: BLE001 - an unreadable photo has no hash; the build reports it elsewhere
-            return None
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, paths))
+    return map_photos(photo_hash, paths, workers)
 
 
 def as_bits(hashes: Iterable[str | None]) -> tuple[np.ndarray, np.ndarray]:
