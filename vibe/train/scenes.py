@@ -1,8 +1,9 @@
 """Training scenes for the proposal detector, on batches of tensors: one to five catalogue products (cut out, or as
 whole photos on their white backdrop) scaled to 10-90 % of the frame, overlapping or cut off at its edge, on many
 kinds of backdrop (with things that are not products on them): plain and gradient, noise, fabric (stripes, checks,
-weave), wood grain, bricks and tiles, the real photos that ship
-with scikit-learn, product pages (text bars, buttons, thumbnails) and white studio flat-lays. The boxes are the visible
+weave), wood grain, bricks and tiles, the real photos that ship with scikit-learn, "dead leaves" (many overlapping
+shapes filled with real textures: a room, a shelf, a crowd of things), close-ups of the catalogue's own fabrics and
+surfaces, product pages (text bars, buttons, thumbnails) and white studio flat-lays. The boxes are the visible
 extent of each product; most scenes are not square and come letterboxed on grey, as the detector sees photos. The
 evaluation's held-out kinds (vibe.eval.heldout) are made elsewhere, of other backdrops."""
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch.nn.functional as F
 
 from .composite import paste
 
-FAMILIES = ("plain", "noise", "fabric", "wood", "tiles", "photo", "page", "studio")
-FAMILY_WEIGHTS = torch.tensor([0.08, 0.08, 0.1, 0.08, 0.08, 0.38, 0.1, 0.1])
+FAMILIES = ("plain", "noise", "fabric", "wood", "tiles", "photo", "page", "studio", "leaves", "closeup")
+FAMILY_WEIGHTS = torch.tensor([0.06, 0.06, 0.08, 0.06, 0.06, 0.26, 0.1, 0.08, 0.14, 0.1])
 
 
 def _u(lo: float, hi: float, gen: torch.Generator, *shape: int) -> torch.Tensor:
@@ -147,6 +148,43 @@ def _studio(s, gen):
     return torch.ones(3, s, s) * float(_u(0.93, 1.0, gen))
 
 
+def _closeup(s: int, gen: torch.Generator, x: torch.Tensor, alpha: torch.Tensor, bbox: torch.Tensor) -> torch.Tensor:
+    """A close-up of a catalogue product's surface (a knit, a print, leather, skin) filling the frame: real photographed
+    texture, and no whole product in it (no outline to find)."""
+    k = int(torch.randint(0, len(x), (1,), generator=gen))
+    x0, y0, x1, y1 = bbox[k].tolist()
+    side = max(4, int(min(x1 - x0, y1 - y0) * float(_u(0.25, 0.5, gen))))
+    for _ in range(8):  # a window that is mostly product, not its white backdrop
+        left, top = int(_u(x0, max(x0, x1 - side), gen)), int(_u(y0, max(y0, y1 - side), gen))
+        if alpha[k, 0, top:top + side, left:left + side].mean() > 0.9:
+            break
+    crop = F.interpolate(x[k:k + 1, :, top:top + side, left:left + side], size=(s, s), mode="bicubic", align_corners=False)[0]
+    return torch.rot90(crop, int(torch.randint(0, 4, (1,), generator=gen)), (1, 2)).clamp(0, 1)
+
+
+def _leaves(s: int, gen: torch.Generator, x: torch.Tensor, alpha: torch.Tensor, bbox: torch.Tensor) -> torch.Tensor:
+    """The dead-leaves model of natural images: many shapes of every size (few large, many small) overlapping, each
+    filled with a flat shaded colour, a real photo or a close-up of a surface. The statistics of a cluttered room
+    without any of its objects being a product."""
+    img = _photo_crop(s, gen) if torch.rand(1, generator=gen) < 0.5 else _noisy(s, gen)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
+    for _ in range(int(torch.randint(20, 60, (1,), generator=gen))):
+        r = math.exp(float(_u(math.log(0.03), math.log(0.45), gen))) * 2
+        cx, cy = float(_u(-1.1, 1.1, gen)), float(_u(-1.1, 1.1, gen))
+        angle, aspect, power = float(_u(0, math.pi, gen)), float(_u(0.4, 1.0, gen)), float(_u(1.2, 5.0, gen))
+        u = ((xx - cx) * math.cos(angle) + (yy - cy) * math.sin(angle)) / r
+        v = ((yy - cy) * math.cos(angle) - (xx - cx) * math.sin(angle)) / (r * aspect)
+        mask = (u.abs() ** power + v.abs() ** power) < 1
+        if not mask.any():
+            continue
+        kind = float(torch.rand(1, generator=gen))
+        fill = _colour(gen).expand(3, s, s) * (1 + 0.3 * u.clamp(-1, 1))[None] if kind < 0.4 else \
+            _photo_crop(s, gen) if kind < 0.7 else _closeup(s, gen, x, alpha, bbox)
+        img = torch.where(mask[None], fill, img)
+    return F.avg_pool2d(F.pad(img[None], (1, 1, 1, 1), mode="replicate"), 3, 1)[0].clamp(0, 1)
+
+
+TEXTURED = {"leaves": _leaves, "closeup": _closeup}  # backdrops made with the scene's catalogue photos
 BACKDROPS = {"plain": _plain, "noise": _noisy, "fabric": _fabric, "wood": _wood, "tiles": _tiles, "photo": _photo,
              "page": _page, "studio": _studio}
 
@@ -201,7 +239,7 @@ def scene(x: torch.Tensor, alpha: torch.Tensor, bbox: torch.Tensor, gen: torch.G
     its photo (x0, y0, x1, y1, pixels)."""
     # real photos most often: they are what shoppers' photos are made of, and the hardest to tell from a product
     family = family or FAMILIES[int(torch.multinomial(FAMILY_WEIGHTS, 1, generator=gen))]
-    img = BACKDROPS[family](s, gen)
+    img = TEXTURED[family](s, gen, x, alpha, bbox) if family in TEXTURED else BACKDROPS[family](s, gen)
     if family != "studio":  # things that are not products: a detector must learn to leave them alone
         for _ in range(int(torch.randint(0, 7, (1,), generator=gen))):
             _place(img, *_clutter(s, gen))
