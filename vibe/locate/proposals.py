@@ -31,7 +31,7 @@ class DetectorConfig:
     batch_size: int = 48
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    min_score: float = 0.15  # a peak below this is no product (chosen on the calibrate part: 0.25 found 0.52 there, 0.15 0.55)
+    min_score: float = 0.15  # a peak below this is no product (calibrate part: 0.25 found 0.52, 0.15 found 0.55)
     max_products: int = 6
     report_fraction: float = 0.05
     seed: int = 0

@@ -158,7 +158,8 @@ def _closeup(s: int, gen: torch.Generator, x: torch.Tensor, alpha: torch.Tensor,
         left, top = int(_u(x0, max(x0, x1 - side), gen)), int(_u(y0, max(y0, y1 - side), gen))
         if alpha[k, 0, top:top + side, left:left + side].mean() > 0.9:
             break
-    crop = F.interpolate(x[k:k + 1, :, top:top + side, left:left + side], size=(s, s), mode="bicubic", align_corners=False)[0]
+    window = x[k:k + 1, :, top:top + side, left:left + side]
+    crop = F.interpolate(window, size=(s, s), mode="bicubic", align_corners=False)[0]
     return torch.rot90(crop, int(torch.randint(0, 4, (1,), generator=gen)), (1, 2)).clamp(0, 1)
 
 
