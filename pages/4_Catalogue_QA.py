@@ -83,8 +83,9 @@ with tab_dupes:
     default = duplicates.default_duplicate_threshold(art)
     threshold = st.slider("How alike two photos must be to be checked", 0.90, 1.0, float(default), step=0.0005,
                           format="%.4f",
-                          help="Cosine similarity in the 512-D space that proposes a pair; so does a perceptual hash "
-                               f"within {duplicates.HASH_DISTANCE} of 256 bits. Every proposed pair is then aligned and "
+                          help="Cosine similarity in the 512-D space that proposes a pair; so do each photo's nearest "
+                               f"other photo down to {duplicates.NEAREST_COSINE} and a perceptual hash within "
+                               f"{duplicates.HASH_DISTANCE} of 256 bits. Every proposed pair is then aligned and "
                                "compared pixel by pixel: a crop, border, re-toned or re-encoded copy is kept, the same "
                                "pose in another colour is not. Lower checks more pairs (slower on a large catalogue).")
     with guard(), st.spinner("Aligning the photos of every proposed pair..."):

@@ -123,7 +123,35 @@ def test_duplicate_groups_find_planted_copies_and_same_bytes(tmp_path):
         assert [1000 + a, 1000 + b] in groups
     assert [1040, 1041] in groups and len(groups) == len(copies) + 1
     assert list(groups_table(art, groups).columns) == ["group", "id", "name", "path"]
-    assert duplicate_groups(art, 1.0) == [[1040, 1041]]
+    assert duplicate_groups(art, 1.0, nearest=None) == [[1040, 1041]]
+    assert len(duplicate_groups(art, 1.0)) == len(copies) + 1  # each copy is its original's nearest photo
+
+
+def test_the_shot_check_keeps_copies_and_refuses_a_recoloured_stripe_or_a_black_product_turned_navy():
+    """Two catalogue problems the 90th-percentile colour let through: a thin part recoloured (2 % of the photo: a
+    waistband, a print) and black against navy, which an unbounded tone fit washed to one grey."""
+    from vibe.qa.planted import hard_copy, retouched
+    from vibe.util.alignment import agreement, shot
+
+    def stripe(photo):  # a red band 2 % of the photo tall across the product's middle
+        a = np.asarray(photo).copy()
+        band = a[a.shape[0] // 2: a.shape[0] // 2 + max(1, round(0.02 * a.shape[0]))]
+        band[band.max(2) < 200] = (200, 30, 30)
+        return Image.fromarray(a)
+
+    def navy(photo):  # the dark pixels a little bluer: a black product shot again in navy
+        a = np.asarray(photo).astype(np.float32)
+        dark = (a.max(2) < 100)[..., None]
+        return Image.fromarray(np.where(dark, np.clip(a * [0.8, 0.9, 1.0] + [0, 5, 25], 0, 255), a).astype(np.uint8))
+
+    for name, edits in (("13284.jpg", (stripe, navy)), ("21379.jpg", (stripe,))):  # black shorts, black track pants
+        photo = Image.open(SAMPLE / "images" / name).convert("RGB")
+        original = shot(photo)
+        for copy in (hard_copy(photo), retouched(photo, 0, 1), retouched(photo, 3, 5)):
+            assert agreement(original, shot(copy)).same_shot, name
+        for edit in edits:
+            found = agreement(original, shot(edit(photo)))
+            assert found.inliers >= 100 and not found.same_shot, (name, edit.__name__, found)
 
 
 def test_the_same_pose_in_another_colour_or_another_photo_is_not_a_duplicate(tmp_path):

@@ -491,7 +491,7 @@ def cmd_search(a) -> int:
 
 
 def cmd_audit(a) -> int:
-    from .qa.duplicates import HASH_DISTANCE, default_duplicate_threshold, find_groups
+    from .qa.duplicates import HASH_DISTANCE, NEAREST_COSINE, default_duplicate_threshold, find_groups
     from .qa.labels import audit_labels
 
     if a.audit == "planted":
@@ -545,8 +545,8 @@ def cmd_audit(a) -> int:
                                        "hash_distance": g.hash_distance, "keypoints": g.keypoints, "verdict": g.verdict}
                                       for g in groups]}))
         return 0
-    print(f"{len(groups)} groups of photos of one shot: pairs at cosine >= {threshold:.4f} or a photo hash within "
-          f"{HASH_DISTANCE} bits, checked by aligning the photos")
+    print(f"{len(groups)} groups of photos of one shot: pairs at cosine >= {threshold:.4f}, each photo's nearest at "
+          f">= {NEAREST_COSINE} or a photo hash within {HASH_DISTANCE} bits, checked by aligning the photos")
     for g in groups:
         print(f"  {', '.join(map(str, g.ids))}   [{g.describe()}]" + (f" {g.verdict}" if g.verdict else ""))
     return 0

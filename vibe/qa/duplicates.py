@@ -23,6 +23,8 @@ from ..util.progress import Progress, silent
 HASH_DISTANCE = 8  # of 256 bits: a pair this close is checked whatever its cosine
 CANDIDATE_COSINE = 0.96  # the default proposal: chosen with the shot check on seeds 0 to 2 of `audit planted`
 NEIGHBOURS = 8  # the embedding proposes at most each photo's 8 closest above the cosine (a pair: from either side)
+NEAREST_COSINE = 0.85  # and each photo's nearest other photo down to this cosine: a heavily edited copy is often
+# further than the threshold but still its original's nearest (one pair per photo: cheap to check)
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,21 @@ class Group:
                 f"bits apart" + (f", {self.keypoints} keypoints aligned" if self.keypoints else ""))
 
 
-def duplicate_groups(art, threshold: float, hash_distance: int = HASH_DISTANCE) -> list[list[int]]:
+def duplicate_groups(art, threshold: float, hash_distance: int = HASH_DISTANCE,
+                     nearest: float | None = NEAREST_COSINE) -> list[list[int]]:
     """Ids of each group (sorted; groups by their first id): see `find_groups`."""
-    return [g.ids for g in find_groups(art, threshold, hash_distance)]
+    return [g.ids for g in find_groups(art, threshold, hash_distance, nearest=nearest)]
+
+
+def _nearest_pairs(index, vectors: np.ndarray, cosine: float) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) with a < b: each photo and its nearest other photo, where their cosine is at least `cosine`."""
+    similarity, found = index.search(vectors, 2)
+    rows = np.arange(len(vectors))
+    other = found[:, 0] == rows  # usually the photo itself comes first; a photo with an identical twin may not
+    j = np.where(other, found[:, 1], found[:, 0])
+    sim = np.where(other, similarity[:, 1], similarity[:, 0])
+    keep = (j >= 0) & (j != rows) & (sim >= cosine)
+    return np.minimum(rows, j)[keep], np.maximum(rows, j)[keep]
 
 
 _CHECKED: dict[tuple[str, str], Agreement] = {}  # by the two photos' files and contents: a slider move re-checks none
@@ -69,8 +83,9 @@ def _check(art, a: np.ndarray, b: np.ndarray, progress: Progress) -> list[Agreem
 
 
 def find_groups(art, threshold: float, hash_distance: int = HASH_DISTANCE, progress: Progress = silent,
-                check: bool = True) -> list[Group]:
-    """Groups of items whose photos are one shot: pairs proposed by cosine >= threshold (FAISS range search) or a
+                check: bool = True, nearest: float | None = NEAREST_COSINE) -> list[Group]:
+    """Groups of items whose photos are one shot: pairs proposed by cosine >= threshold (FAISS range search), each
+    photo's nearest other photo at cosine >= `nearest` (None: not proposed; never without the check) or a
     perceptual hash within `hash_distance` bits, kept when their photos align (Agreement.same_shot; `check=False`:
     every proposed pair, as the audit did before, kept for comparison); the same bytes always. Pairs inside a group
     marked "different products" are dropped."""
@@ -88,6 +103,10 @@ def find_groups(art, threshold: float, hash_distance: int = HASH_DISTANCE, progr
     closest[order[rank <= NEIGHBOURS]] = True  # itself and its NEIGHBOURS closest: a crowded space stays cheap to check
     keep = (closest | (not check)) & (source < found)  # unchecked (the audit before): every pair, as it was
     edges = {"embedding": (source[keep], found[keep])}
+    if check and nearest is not None and nearest < threshold:
+        pairs = pd.DataFrame(dict(zip("ab", _nearest_pairs(art.clip.index, vectors, nearest))))
+        pairs = pd.concat([pd.DataFrame(dict(zip("ab", edges["embedding"]))), pairs]).drop_duplicates()
+        edges["embedding"] = (pairs.a.to_numpy(), pairs.b.to_numpy())
     bits, valid = as_bits(items["photo_hash"].tolist() if "photo_hash" in items else [None] * n)  # parsed once
     edges["photo hash"] = close_pairs(bits, valid, hash_distance)
     codes = pd.factorize(items["hash"])[0]

@@ -13,6 +13,8 @@ SIDE = 256  # photos are compared at this size on their long side (keypoints), c
 KEYPOINTS = 500
 MIN_INLIERS = 20  # keypoint matches one similarity transform explains (two unrelated photos: a handful)
 MAX_COLOUR = 10.0  # CIE Lab distance, 90th percentile over the product after the tone fit (8-15 tried on seeds 0-2)
+MAX_PATCH = 12.5  # CIE Lab distance a 3x3 patch of the product keeps at half size (planted copies: up to 12.2)
+TONE_BOUNDS = ([0.75] * 3 + [-0.3, -40.0], [1.33] * 3 + [0.3, 40.0])  # gains, share of grey, offset (of 255)
 
 
 @dataclass(frozen=True)
@@ -38,15 +40,52 @@ def shot(image: Image.Image) -> Shot:
 class Agreement:
     inliers: int  # keypoint matches one similarity transform explains (0: no transform found)
     colour: float  # 90th percentile of the Lab distance over the product once aligned (inf: not compared)
+    patch: float = 0.0  # the largest Lab distance a small patch of the product keeps throughout (a recoloured part)
 
     @property
     def same_shot(self) -> bool:
-        return self.inliers >= MIN_INLIERS and self.colour <= MAX_COLOUR
+        return self.inliers >= MIN_INLIERS and self.colour <= MAX_COLOUR and self.patch <= MAX_PATCH
+
+
+def _reduced(a: np.ndarray, b_on_a: np.ndarray, inside: np.ndarray, corner_b: np.ndarray, div: int):
+    """Both photos at 1/div size as float RGB, where b covers a, and the product: what differs from the backdrop in
+    both photos (each photo's own corner colour), so a copy's added border or re-toned backdrop is not compared."""
+    import cv2
+
+    h, w = a.shape[:2]
+    small = (max(1, w // div), max(1, h // div))
+    pa, pb = (cv2.resize(x, small, interpolation=cv2.INTER_AREA).astype(np.float32) for x in (a, b_on_a))
+    inside = cv2.resize(inside.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
+    in_a = np.abs(pa - pa[0, 0]).max(2) > 24
+    in_b = np.abs(pb - corner_b).max(2) > 24
+    product = inside & in_a & in_b
+    return pa, pb, inside, in_a == in_b, product if product.sum() >= 20 else inside
+
+
+def _tone_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Coefficients of one tone change taking x's pixels (k, 3) to y's, fitted in RGB where retouches are linear: a
+    gain per channel (brightness, contrast, white balance), a share of grey (saturation), one offset for all channels.
+    Bounded (TONE_BOUNDS) so the fit cannot wash both photos to grey, which would make black and navy one colour;
+    solved on the 5x5 normal equations, whatever the number of pixels."""
+    from scipy.optimize import lsq_linear
+
+    grey = x.mean(1, keepdims=True)
+    design = np.concatenate([np.stack([np.diag(v) for v in x]), np.repeat(grey[:, None], 3, 1),
+                             np.ones((len(x), 3, 1))], axis=2).reshape(-1, 5).astype(np.float64)
+    normal = design.T @ design + 1e-6 * np.eye(5)
+    root = np.linalg.cholesky(normal)  # |D c - y|^2 = |root^T c - root^-1 D^T y|^2 + a constant
+    return lsq_linear(root.T, np.linalg.solve(root, design.T @ y.reshape(-1)), bounds=TONE_BOUNDS).x
+
+
+def _lab_distance(pa: np.ndarray, pb: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    from skimage.color import rgb2lab
+
+    fitted = pb * coef[:3] + coef[3] * pb.mean(2, keepdims=True) + coef[4]
+    return np.linalg.norm(rgb2lab(np.clip(fitted, 0, 255) / 255.0) - rgb2lab(pa / 255.0), axis=2)
 
 
 def agreement(a: Shot, b: Shot) -> Agreement:
     import cv2
-    from skimage.color import rgb2lab
 
     if a.descriptors is None or b.descriptors is None or len(a.points) < 4 or len(b.points) < 4:
         return Agreement(0, float("inf"))
@@ -59,32 +98,26 @@ def agreement(a: Shot, b: Shot) -> Agreement:
     if transform is None:
         return Agreement(0, float("inf"))
     inliers = int(mask.sum())
+    if inliers < MIN_INLIERS:  # not one shot whatever the colours: skip comparing them
+        return Agreement(inliers, float("inf"))
     h, w = a.rgb.shape[:2]
-    small = (max(1, w // 6), max(1, h // 6))
     warp = cv2.WARP_INVERSE_MAP  # b's pixels in a's frame: transform maps a's points onto b's
     b_on_a = cv2.warpAffine(b.rgb, transform, (w, h), flags=warp | cv2.INTER_AREA)
-    inside = cv2.warpAffine(np.full(b.rgb.shape[:2], 255, np.uint8), transform, (w, h), flags=warp) > 0
-    pa, pb = (cv2.resize(x, small, interpolation=cv2.INTER_AREA).astype(np.float32) for x in (a.rgb, b_on_a))
-    inside = cv2.resize(inside.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
+    covered = cv2.warpAffine(np.full(b.rgb.shape[:2], 255, np.uint8), transform, (w, h), flags=warp) > 0
+    corner = b.rgb[0, 0].astype(np.float32)
+    pa, pb, inside, agree, product = _reduced(a.rgb, b_on_a, covered, corner, 6)
     if inside.sum() < 0.5 * inside.size:  # the transform maps b mostly outside a: not one shot
         return Agreement(inliers, float("inf"))
-    # the product: what differs from the backdrop in both photos (each photo's own corner colour), so a copy's added
-    # border or re-toned backdrop is not compared, the product's colours are
-    in_a = np.abs(pa - pa[0, 0]).max(2) > 24
-    in_b = np.abs(pb - b.rgb[0, 0].astype(np.float32)).max(2) > 24
-    product = inside & in_a & in_b
-    if product.sum() < 20:
-        product = inside
-    # one tone change over the product and the backdrop both photos share (not a border one of them added), fitted in
-    # RGB where retouches are linear: a gain per channel (brightness, contrast, white balance), a share of grey
-    # (saturation), one offset for all channels. A retouch or a white balance moves the backdrop with the product; a
-    # recolour of the product does not, so it stays in the residual
-    fit = inside & (in_a == in_b)
-    x, y = pb[fit].reshape(-1, 3), pa[fit].reshape(-1, 3)
-    grey = x.mean(1, keepdims=True)
-    design = np.concatenate([np.stack([np.diag(v) for v in x]), np.repeat(grey[:, None], 3, 1),
-                             np.ones((len(x), 3, 1))], axis=2).reshape(-1, 5)
-    coef = np.linalg.lstsq(design, y.reshape(-1), rcond=None)[0]
-    fitted = pb * coef[:3] + coef[3] * pb.mean(2, keepdims=True) + coef[4]
-    distance = np.linalg.norm(rgb2lab(np.clip(fitted, 0, 255) / 255.0) - rgb2lab(pa / 255.0), axis=2)
-    return Agreement(inliers, float(np.percentile(distance[product], 90)))
+    # the tone change is fitted over the product and the backdrop both photos share (not a border one of them added):
+    # a retouch or a white balance moves the backdrop with the product; a recolour of the product does not, so it
+    # stays in the residual
+    ha, hb, h_inside, h_agree, h_product = _reduced(a.rgb, b_on_a, covered, corner, 2)
+    fit = h_inside & h_agree
+    coef = _tone_fit(hb[fit].reshape(-1, 3), ha[fit].reshape(-1, 3))
+    colour = float(np.percentile(_lab_distance(pa, pb, coef)[product], 90))
+    # a recoloured part too thin for the 90th percentile (a waistband, a print, a shoe's accents): the distance that a
+    # 3x3 patch at half size (about 2 % of the photo across) keeps throughout, away from the edge b covers
+    edge_free = cv2.erode(h_inside.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    distance = np.where(edge_free & h_product, _lab_distance(ha, hb, coef), 0).astype(np.float32)
+    patch = float(cv2.erode(distance, np.ones((3, 3), np.uint8)).max())
+    return Agreement(inliers, colour, patch)
