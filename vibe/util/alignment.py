@@ -1,7 +1,8 @@
 """Do two photos show the very same shot? OpenCV's ORB keypoints matched under one similarity transform (crops,
 borders, rescaling and re-encoding keep them), then the colours compared pixel by pixel once aligned, after fitting a
-global tone change (what a retouch does, not a recolour). The duplicate audit's check of every candidate pair: the
-embedding and the perceptual hash propose, this decides."""
+bounded global tone change (what a retouch does, not a recolour): over the product (90th percentile) and in its worst
+small patch (a recoloured trim or print). The duplicate audit's check of every candidate pair: the embedding and the
+perceptual hash propose, this decides."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ KEYPOINTS = 500
 MIN_INLIERS = 20  # keypoint matches one similarity transform explains (two unrelated photos: a handful)
 MAX_COLOUR = 10.0  # CIE Lab distance, 90th percentile over the product after the tone fit (8-15 tried on seeds 0-2)
 MAX_PATCH = 12.5  # CIE Lab distance a 3x3 patch of the product keeps at half size (planted copies: up to 12.2)
+#   (coarser where one photo is a downscaled copy: at half the detail it holds)
+BORDER_STEP = 64  # of 255: a retouch moves a backdrop less (a white balance of +-18 %: 46)
 TONE_BOUNDS = ([0.75] * 3 + [-0.3, -40.0], [1.33] * 3 + [0.3, 40.0])  # gains, share of grey, offset (of 255)
 
 
@@ -22,6 +25,7 @@ class Shot:
     points: np.ndarray  # (k, 2) keypoint positions in `rgb`
     descriptors: np.ndarray | None  # (k, 32) uint8 ORB descriptors
     rgb: np.ndarray  # (h, w, 3) uint8, the photo resized to SIDE on its long side
+    native: int  # the photo's own long side: how much detail `rgb` really holds
 
 
 def shot(image: Image.Image) -> Shot:
@@ -33,7 +37,7 @@ def shot(image: Image.Image) -> Shot:
                                   Image.LANCZOS))
     keypoints, descriptors = cv2.ORB_create(nfeatures=KEYPOINTS).detectAndCompute(
         cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), None)
-    return Shot(np.float32([k.pt for k in keypoints]).reshape(-1, 2), descriptors, rgb)
+    return Shot(np.float32([k.pt for k in keypoints]).reshape(-1, 2), descriptors, rgb, max(image.size))
 
 
 @dataclass(frozen=True)
@@ -100,19 +104,39 @@ def agreement(a: Shot, b: Shot) -> Agreement:
     inliers = int(mask.sum())
     if inliers < MIN_INLIERS:  # not one shot whatever the colours: skip comparing them
         return Agreement(inliers, float("inf"))
-    h, w = a.rgb.shape[:2]
+    # a tone change runs from the original to the copy (a copy's clipped highlights cannot be toned back): both ways
+    # a downscaled copy holds less detail: the patches are measured at half the detail the coarser photo holds, so the
+    # sharper one's edges are not taken for a recolour
+    div = max(2, round(2 * max(a.native, b.native) / min(a.native, b.native)))
+    found = Agreement(inliers, *_colours(a.rgb, b.rgb, transform, div))
+    if not found.same_shot:
+        back = Agreement(inliers, *_colours(b.rgb, a.rgb, cv2.invertAffineTransform(transform), div))
+        found = min(found, back, key=lambda g: max(g.colour / MAX_COLOUR, g.patch / MAX_PATCH))
+    return found
+
+
+def _colours(a: np.ndarray, b: np.ndarray, transform: np.ndarray, div: int) -> tuple[float, float]:
+    """(colour, patch) of photo b toned to photo a once `transform` (a's points onto b's) aligns them, the tone fitted
+    and the patches measured at 1/div size; inf when b mostly falls outside a."""
+    import cv2
+
+    h, w = a.shape[:2]
     warp = cv2.WARP_INVERSE_MAP  # b's pixels in a's frame: transform maps a's points onto b's
-    b_on_a = cv2.warpAffine(b.rgb, transform, (w, h), flags=warp | cv2.INTER_AREA)
-    covered = cv2.warpAffine(np.full(b.rgb.shape[:2], 255, np.uint8), transform, (w, h), flags=warp) > 0
-    corner = b.rgb[0, 0].astype(np.float32)
-    pa, pb, inside, agree, product = _reduced(a.rgb, b_on_a, covered, corner, 6)
+    b_on_a = cv2.warpAffine(b, transform, (w, h), flags=warp | cv2.INTER_AREA)
+    covered = cv2.warpAffine(np.full(b.shape[:2], 255, np.uint8), transform, (w, h), flags=warp) > 0
+    corner = b[0, 0].astype(np.float32)
+    pa, pb, inside, _, product = _reduced(a, b_on_a, covered, corner, 6)
     if inside.sum() < 0.5 * inside.size:  # the transform maps b mostly outside a: not one shot
-        return Agreement(inliers, float("inf"))
+        return float("inf"), float("inf")
     # the tone change is fitted over the product and the backdrop both photos share (not a border one of them added):
     # a retouch or a white balance moves the backdrop with the product; a recolour of the product does not, so it
     # stays in the residual
-    ha, hb, h_inside, h_agree, h_product = _reduced(a.rgb, b_on_a, covered, corner, 2)
-    fit = h_inside & h_agree
+    ha, hb, h_inside, h_agree, h_product = _reduced(a, b_on_a, covered, corner, div)
+    # (a pixel that changed by more than BORDER_STEP in a channel is not what a retouch does, but one photo's added
+    # border over the other's backdrop or a recoloured part: left out of the fit, measured below)
+    fit = h_inside & h_agree & (np.abs(ha - hb).max(2) <= BORDER_STEP)
+    if fit.sum() < 20:
+        fit = h_inside
     coef = _tone_fit(hb[fit].reshape(-1, 3), ha[fit].reshape(-1, 3))
     colour = float(np.percentile(_lab_distance(pa, pb, coef)[product], 90))
     # a recoloured part too thin for the 90th percentile (a waistband, a print, a shoe's accents): the distance that a
@@ -120,4 +144,4 @@ def agreement(a: Shot, b: Shot) -> Agreement:
     edge_free = cv2.erode(h_inside.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     distance = np.where(edge_free & h_product, _lab_distance(ha, hb, coef), 0).astype(np.float32)
     patch = float(cv2.erode(distance, np.ones((3, 3), np.uint8)).max())
-    return Agreement(inliers, colour, patch)
+    return colour, patch
