@@ -102,8 +102,10 @@ def test_training_saves_a_detector_that_beats_its_untrained_self_and_a_damaged_o
     out = tmp_path / "det"
     report = train_proposals(CatalogConfig(root=small_catalog), out, replace(DetectorConfig(), side=64, width=8, epochs=10,
                                                                             batch_size=16, lr=0.01, min_score=0.1))
-    # a few seconds of training: the held-out scenes' loss falls well below the untrained net's and some boxes are found
-    assert report["report_loss"] < 0.7 * report["untrained_loss"], report
+    # a few seconds of training: the held-out scenes' loss falls well below the untrained net's and some boxes are found.
+    # Seed 0 ends at 0.69 of the untrained loss (bf16 and fp32 alike, 0.70 on an AVX2 CI machine), an untrained step
+    # (lr 1e-9) at 0.96: 0.8 tells the two apart on every CPU without sitting on the trained figure.
+    assert report["report_loss"] < 0.8 * report["untrained_loss"], report
     assert report["report_recall"] > report["untrained_recall"], report
     detector = Detector(out)
     assert all(0 <= p.box[0] < p.box[2] <= 300 and 0 <= p.box[1] < p.box[3] <= 200
