@@ -3,7 +3,7 @@ import streamlit as st
 
 from pages.ui.board import outfit_board
 from pages.ui.common import guard, page_with_bundle, thumbnail_grid
-from pages.ui.picker import pick_product
+from pages.ui.picker import pick_product, picked_so_far
 from vibe.util.files import content_hash
 
 MODES = {"Same item (strict)": "same", "Style combo (mix & match)": "combo"}
@@ -59,20 +59,22 @@ if "image" in query:  # an upload: every product in it, so that the user can pic
 picker = located is not None and bool(located.proposals)
 q1, q2 = st.columns([2, 3] if picker else [1, 3])
 with q1:
-    choice = ("proposal", 0)
+    key = content_hash(query["image"])[:12] if located is not None else None
+    choice, result = picked_so_far(key) if picker else None, None
+    with guard():
+        if located is not None and choice is None:  # the default search: it says which product it kept
+            result = bundle.matcher.search_views(located, mode=mode, k=k, exclude=exclude)
     if picker:
-        choice = pick_product(located.photo, located.proposals, key=content_hash(query["image"])[:12])
+        choice = pick_product(located.photo, located.proposals, key, result.query_view["proposal"] if result else None)
     else:
         with guard():
             st.image(preview, caption="query", width=180)
     with guard():
-        if located is not None and choice == ("proposal", 0):
-            result = bundle.matcher.search_views(located, mode=mode, k=k, exclude=exclude)
-        elif choice[0] == "proposal":
+        if result is None and choice and choice[0] == "proposal":
             result = bundle.matcher.find(**query, mode=mode, k=k, proposal=choice[1])
-        elif choice[0] == "box":
+        elif result is None and choice and choice[0] == "box":
             result = bundle.matcher.find(**query, mode=mode, k=k, box=located.in_photo(choice[1]))
-        else:
+        elif result is None:
             result = bundle.matcher.find(**query, mode=mode, k=k)
     if result.query_view:
         st.caption(result.query_view["note"])

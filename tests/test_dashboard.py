@@ -475,6 +475,8 @@ def test_an_upload_shows_its_products_and_another_one_can_be_searched(app, small
     from PIL import Image
 
     from vibe.eval.heldout import scene
+    from vibe.locate.proposals import Proposal
+    from vibe.locate.query import tried
 
     products = [Image.open(p).convert("RGB") for p in sorted((small_catalog / "images").iterdir())[20:23]]
     shot = scene(products, 0, 3, "score")
@@ -486,13 +488,19 @@ def test_an_upload_shows_its_products_and_another_one_can_be_searched(app, small
     _no_errors(at)
     picker = [json.loads(c.proto.json_args) for c in at.get("component_instance")]
     assert len(picker) == 1 and len(picker[0]["boxes"]) >= 2  # every product found, boxed on the photo
-    # by default: the best proposal, the whole photo and the cut-out, the most catalogue-like kept
-    assert any(c.value.startswith("searched as") and c.value.endswith("the best of 3 views") for c in at.caption)
-    choice = at.get("segmented_control")[1]  # [0] is the mode
-    choice.set_value("2")
+    # by default: the first proposals, the whole photo and the cut-out, the most catalogue-like kept, and the picker
+    # shows the product that view came from (none picked: it was the whole photo or the cut-out)
+    n = len(tried([Proposal(tuple(box), 0.0) for box in picker[0]["boxes"]]))
+    assert any(c.value.startswith("searched as") and c.value.endswith(f"the best of {n + 2} views") for c in at.caption)
+    kept = next(c.value for c in at.caption if c.value.startswith("searched as"))
+    shown = picker[0]["picked"]
+    assert (shown == -1) if "product " not in kept else kept.startswith(f"searched as product {shown + 1} of")
+    other = "1" if shown == 1 else "2"  # a product the default search did not keep
+    at.get("segmented_control")[1].set_value(other)  # [0] is the mode
     at.run()
     _no_errors(at)
-    assert any(c.value.startswith("searched as product 2 of") for c in at.caption)
+    assert any(c.value.startswith(f"searched as product {other} of") for c in at.caption)
+    assert [json.loads(c.proto.json_args)["picked"] for c in at.get("component_instance")] == [int(other) - 1]
     assert len(at.image) == 1 + 8  # the view searched and the results
 
 

@@ -104,7 +104,7 @@ def test_a_filter_whose_head_is_unsure_is_not_applied(built, tiny_encoder):
 
 
 def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder):
-    from vibe.locate.query import Locator
+    from vibe.locate.query import Locator, tried
     from vibe.search.matcher import Matcher
     from vibe.store.artifacts import load_artifacts
 
@@ -118,9 +118,16 @@ def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder)
     busy = Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 500, 3), dtype=np.uint8))
     busy.paste(product, (150, 80), product)
     res = matcher.find(_png(busy), mode="same", k=3)
-    # the best proposal, with the whole photo and the segmenter's cut-out beside it (a cut-off or busy photo)
-    assert res.query_view["proposal"] == 0 and res.query_view["views"] == 3, res.query_view
-    assert "product 1 of" in found_names(matcher, busy)[0]
+    # the first proposals (vibe.locate.query.tried), with the whole photo and the segmenter's cut-out beside them (a
+    # cut-off or busy photo); the result names the proposal of the view it kept (None: the whole photo or the cut-out)
+    found = matcher.locator.views(busy)
+    picks = tried(found.proposals)
+    assert len(picks) >= 2 and res.query_view["views"] == len(picks) + 2, res.query_view
+    assert found.sources == [*picks, None, None] and picks[0] == 0
+    assert [name.split(" (")[0] for name in found.names[:len(picks)]] == [f"product {i + 1} of {len(found.proposals)}"
+                                                                         for i in picks]
+    picked = res.query_view["picked"]
+    assert res.query_view["proposal"] == (picks[picked] if picked < len(picks) else None)
     # without a detector: the whole photo, nine fixed crops and the cut-out; retrieval keeps the most catalogue-like
     matcher = Matcher(art, tiny_encoder, Locator(tiny_encoder.framing, tiny_encoder.frame_side, detector=False))
     res = matcher.find(_png(busy), mode="same", k=3)
@@ -133,10 +140,6 @@ def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder)
     assert picked == int(np.argmax(scores[:, 0])) and res.query_view["picked"] == picked
     same_photo = matcher.find(matcher.art.catalog_root / matcher.art.items["path"].iat[0], k=2)
     assert "the same photo as catalogue item" in same_photo.query_view["note"]
-
-
-def found_names(matcher, photo):
-    return matcher.locator.views(photo).names
 
 
 def test_busy_reshoots_are_cached_with_the_photos_their_backdrop_is_made_of(built, tiny_encoder, tmp_path):
@@ -180,3 +183,16 @@ def test_a_white_backdrop_under_a_colour_cast_is_also_searched_evened_out_and_a_
     truth = np.asarray(plain.views[0].resize((80, 80)), np.float32)
     as_shot, evened = (np.abs(np.asarray(v.resize((80, 80)), np.float32) - truth).mean() for v in cast.views)
     assert evened < 0.5 * as_shot, (as_shot, evened)
+
+
+def test_a_default_search_tries_the_first_proposals_but_not_a_pages_thumbnails():
+    from vibe.locate.proposals import Proposal
+    from vibe.locate.query import TRY, TRY_AREA, tried
+
+    product = Proposal((10, 10, 210, 310), 0.9)  # 200 x 300
+    thumbnail = Proposal((300, 300, 360, 360), 0.8)  # under TRY_AREA of the first one's area: not tried by default
+    backdrop = Proposal((0, 200, 300, 400), 0.5)  # a piece of the backdrop as large as the product: tried
+    assert 60 * 60 < TRY_AREA * 200 * 300 <= 300 * 200
+    assert tried([product, thumbnail, backdrop]) == [0, 2]
+    assert tried([thumbnail, product]) == [0, 1]  # the first proposal is always tried, whatever its size
+    assert tried([product] + [backdrop] * 9) == list(range(TRY))

@@ -56,17 +56,18 @@ def test_training_saves_a_segmenter_that_loads_and_a_damaged_one_is_one_clear_er
 
 
 def test_a_busy_query_gets_the_cut_out_as_a_view_only_when_there_is_a_segmenter(tiny_encoder):
-    from vibe.locate.query import Locator
+    from vibe.locate.query import Locator, tried
 
     product = cutout(Image.open(sorted((SAMPLE / "images").iterdir())[4]).convert("RGB").resize((200, 260)))
     busy = Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 500, 3), dtype=np.uint8))
     busy.paste(product, (150, 80), product)
     with_seg = Locator.for_encoder(tiny_encoder)
     found = with_seg.views(busy)
-    assert not found.framing.applied and len(found.views) == 3  # the best proposal, the photo, the cut-out
-    assert found.names[2].startswith("the product as the segmenter cut it out")
+    n = len(tried(found.proposals))  # the first proposals, the photo, the cut-out
+    assert not found.framing.applied and n >= 1 and len(found.views) == n + 2
+    assert found.names[-1].startswith("the product as the segmenter cut it out")
     without = Locator(tiny_encoder.framing, tiny_encoder.frame_side, segmenter=False)
-    assert len(without.views(busy).views) == 2 and without.version != with_seg.version  # cached re-shots are not mixed up
+    assert len(without.views(busy).views) == n + 1 and without.version != with_seg.version  # cached re-shots not mixed up
     no_detector = Locator(tiny_encoder.framing, tiny_encoder.frame_side, detector=False)
     assert len(no_detector.views(busy).views) == 11  # the photo, nine crops, the cut-out
     neither = Locator(tiny_encoder.framing, tiny_encoder.frame_side, segmenter=False, detector=False)

@@ -99,7 +99,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1",
                    help="search only the product inside this box (left,top,right,bottom in the photo's pixels)")
     f.add_argument("--product", type=int, default=None, metavar="N",
-                   help="search the N-th product found in the photo (1: the best, the default)")
+                   help="search only the N-th product found in the photo (1: the detector's best; by default the "
+                        "first few are tried and the most catalogue-like kept)")
     f.add_argument("--all", action="store_true", help="matches for every product found in the photo, best first")
     f.add_argument("--backbone", default=None, help="default: the backbone the index was built with")
     f.add_argument("--json", action="store_true", help="print JSON")

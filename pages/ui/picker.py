@@ -22,15 +22,24 @@ def _data_url(photo: Image.Image, side: int = 900) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def pick_product(photo: Image.Image, proposals, key: str):
-    """What the user wants searched in an upload: ("proposal", index) or ("box", (x0, y0, x1, y1) in the pixels of
-    `photo`). The latest of a click on the picker and a change of the widgets wins; a new upload (another `key`)
-    starts at proposal 0. `proposals`: the products found in `photo` (vibe.locate.proposals.Proposal), best first."""
+def picked_so_far(key: str):
+    """The user's choice for upload `key` so far: ("proposal", index), ("box", box), or None (nothing picked yet: the
+    default search, which tries the first proposals and keeps the most catalogue-like)."""
+    return st.session_state.get(f"pick-{key}", {}).get("choice")
+
+
+def pick_product(photo: Image.Image, proposals, key: str, searched: int | None = None):
+    """What the user wants searched in an upload: ("proposal", index), ("box", (x0, y0, x1, y1) in the pixels of
+    `photo`), or None while nothing is picked (the default search: `searched` is the proposal it kept, shown as
+    picked). The latest of a click on the picker and a change of the widgets wins; a new upload (another `key`)
+    starts with nothing picked. `proposals`: the products found in `photo` (vibe.locate.proposals.Proposal), best first."""
     boxes = [p.box for p in proposals]
-    state = st.session_state.setdefault(f"pick-{key}", {"choice": ("proposal", 0), "seen": None})
+    state = st.session_state.setdefault(f"pick-{key}", {"choice": None, "seen": None})
+    choice = state["choice"]
+    current = searched if choice is None else choice[1] if choice[0] == "proposal" else None
     event = _component(src=_data_url(photo), width=photo.width, height=photo.height, boxes=[list(b) for b in boxes],
-                       picked=state["choice"][1] if state["choice"][0] == "proposal" else -1,
-                       drawn=list(state["choice"][1]) if state["choice"][0] == "box" else None, key=f"picker-{key}",
+                       picked=-1 if current is None else current,
+                       drawn=list(choice[1]) if choice and choice[0] == "box" else None, key=f"picker-{key}",
                        default=None)
     if event and event.get("at") != state["seen"]:
         state["seen"] = event["at"]
@@ -38,7 +47,6 @@ def pick_product(photo: Image.Image, proposals, key: str):
         st.rerun()
     labels = [f"{i + 1}" for i in range(len(boxes))]
     if len(boxes) > 1:
-        current = state["choice"][1] if state["choice"][0] == "proposal" else None
         chosen = st.segmented_control("Product to search", labels, default=labels[current] if current is not None else None,
                                       key=f"product-{key}-{current}")
         if chosen is not None and int(chosen) - 1 != current:

@@ -105,7 +105,7 @@ class Matcher:
         if not isinstance(image, Image.Image):
             image = read_bytes(image)
             exclude = self.rows_of_hash.get(content_hash(image), [])
-        if exclude and box is None and not proposal and not every:
+        if exclude and box is None and proposal is None and not every:
             return None, exclude
         return self.locator.views(load_image(image, name, self.encoder.decode_side), box, proposal, every), exclude
 
@@ -127,7 +127,7 @@ class Matcher:
         result = self.search(emb, mode=mode, k=k, exclude=exclude, per_slot=per_slot)
         result.query_view = {"views": len(found.views), "picked": picked, "note": found.note(picked),
                              "proposals": [{"box": found.in_photo(p.box), "score": round(p.score, 3)} for p in found.proposals],
-                             "proposal": found.picked, "box": found.in_photo(found.boxes[picked]) if found.boxes else None}
+                             "proposal": found.proposal(picked), "box": found.in_photo(found.boxes[picked]) if found.boxes else None}
         result.query_image = found.views[picked]  # what was searched: the framed product, its cut-out, a crop...
         return result
 
@@ -143,8 +143,7 @@ class Matcher:
         embedded = self.encoder.encode_views(found.views) if embedded is None else embedded
         out = []
         for i, (view, view_name, box) in enumerate(zip(found.views, found.names, found.boxes)):
-            one = dataclasses.replace(found, views=[view], names=[view_name], boxes=[box],
-                                      picked=i if found.proposals else None)
+            one = dataclasses.replace(found, views=[view], names=[view_name], boxes=[box], sources=[found.proposal(i)])
             out.append(self.search_views(one, mode=mode, k=k, per_slot=per_slot, exclude=exclude,
                                          embedded=embedded[i:i + 1]))
         return out

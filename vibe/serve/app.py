@@ -158,7 +158,8 @@ def create_app(cfg: ServeConfig, served: Served | None = None) -> FastAPI:
                    mode: Literal["same", "combo"] = Query("same"),
                    k: int = Query(10, ge=1, le=cfg.max_k),
                    box: str | None = Query(None, description="left,top,right,bottom in the photo's pixels"),
-                   product: int | None = Query(None, ge=1, description="search proposal N (1: the best)"),
+                   product: int | None = Query(None, ge=1, description="search only proposal N (1: the detector's best; "
+                                               "by default the first few are tried, the most catalogue-like kept)"),
                    all: bool = Query(False, description="matches for every product found: a list, best first"),
                    per_slot: int = Query(4, ge=1, le=20)):
         _only(request, FIND_QUERY, FIND_FORM, await request.form())
