@@ -107,3 +107,32 @@ def test_a_crash_while_saving_a_checkpoint_leaves_the_old_one_whole(tmp_path, mo
         train_mini(CatalogConfig(root=SAMPLE, limit=100), out, MiniConfig(epochs=1, resolution=32, width=8, batch_size=64, seed=1))
     assert _digest(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["mini"]
+
+
+def test_re_shot_views_tilt_the_product_and_cast_a_mild_white_balance_but_leave_it_out_when_asked():
+    import torch
+
+    from vibe.train.composite import reshoot, tilt, white_balance
+
+    x = torch.ones(6, 3, 64, 64)
+    alpha = torch.zeros(6, 1, 64, 64)
+    x[:, :, 16:48, 16:48] = torch.tensor([0.8, 0.3, 0.2]).view(3, 1, 1)  # a rust-red square on white
+    alpha[:, :, 16:48, 16:48] = 1
+    gen = torch.Generator().manual_seed(0)
+    # a tilt moves the square's corners (never more than `most` of the side) and keeps it a product: zero outside it
+    product, mask = tilt(x * alpha, alpha, gen, 0.08, p=1.0)
+    moved = (mask - alpha).abs().sum((1, 2, 3))
+    assert bool((moved > 5).all()) and float(mask.sum((1, 2, 3)).min()) > 0.6 * 32 * 32
+    assert bool(((mask < 0.5) <= (product.sum(1, keepdim=True) < 1.5)).all())
+    same, _ = tilt(x * alpha, alpha, gen, 0.0, p=1.0)
+    assert torch.allclose(same, x * alpha, atol=1e-4)
+    # channel gains stay within 1 +- most: a rust red stays red (the colour label is kept)
+    cast = white_balance(x, gen, 0.08, p=1.0)
+    gains = cast[:, :, 30, 30] / x[:, :, 30, 30]
+    assert float((gains - 1).abs().max()) <= 0.08 + 1e-6 and float((gains - 1).abs().max()) > 0.01
+    assert bool((cast[:, 0, 30, 30] > cast[:, 1, 30, 30]).all())
+    # 0 leaves either out and draws nothing for it: a recipe without them makes the same views as before
+    a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(reshoot(x, alpha, a), reshoot(x, alpha, b, 0.0, 0.0))
+    assert not torch.equal(reshoot(x, alpha, torch.Generator().manual_seed(5), 0.08, 0.08),
+                           reshoot(x, alpha, torch.Generator().manual_seed(5)))

@@ -55,10 +55,45 @@ def place(x: torch.Tensor, alpha: torch.Tensor, gen: torch.Generator, smaller: f
     return both[:, :3], both[:, 3:4]
 
 
-def reshoot(x: torch.Tensor, alpha: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """A re-shot view of each product photo. x: (n, 3, r, r) in [0, 1] on white; alpha: (n, 1, r, r) product mask."""
+def tilt(product: torch.Tensor, mask: torch.Tensor, gen: torch.Generator, most: float,
+         p: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """A share `p` of the products (zero outside their masks, as `place` gives them) seen a little off-axis: a
+    homography that moves each corner of the frame by up to `most` of its side, as a phone held at an angle does."""
+    n, _, r, _ = product.shape
+    out = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]).expand(n, 4, 2)
+    src = out + 2 * most * (2 * torch.rand(n, 4, 2, generator=gen) - 1)
+    # the 8 unknowns of H (h33 = 1) that take each output corner (u, v) to its source corner (x, y)
+    u, v, x, y = out[..., 0], out[..., 1], src[..., 0], src[..., 1]
+    one, zero = torch.ones_like(u), torch.zeros_like(u)
+    rows_x = torch.stack([u, v, one, zero, zero, zero, -u * x, -v * x], -1)
+    rows_y = torch.stack([zero, zero, zero, u, v, one, -u * y, -v * y], -1)
+    h = torch.linalg.solve(torch.cat([rows_x, rows_y], 1), torch.cat([x, y], 1))
+    h = torch.cat([h, torch.ones(n, 1)], 1).view(n, 3, 3)
+    base = F.affine_grid(torch.eye(2, 3).expand(n, 2, 3), [n, 1, r, r], align_corners=False)  # (n, r, r, 2) of (u, v)
+    mapped = torch.einsum("nhwk,njk->nhwj", torch.cat([base, torch.ones(n, r, r, 1)], -1), h)
+    grid = mapped[..., :2] / mapped[..., 2:].clamp(min=1e-3)
+    both = F.grid_sample(torch.cat([product, mask], 1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    keep = _p(n, p, gen)[:, None, None, None]
+    return torch.where(keep, both[:, :3], product), torch.where(keep, both[:, 3:], mask)
+
+
+def white_balance(y: torch.Tensor, gen: torch.Generator, most: float, p: float = 0.5) -> torch.Tensor:
+    """A share `p` of the photos under a camera's white balance a little off: each channel's gain within 1 +- `most`.
+    Mild on purpose: at +-8 % a colour keeps its name (a label), a warm or cool cast no longer changes the embedding."""
+    n = len(y)
+    gains = torch.where(_p(n, p, gen)[:, None], _u(n * 3, 1 - most, 1 + most, gen).view(n, 3), torch.ones(n, 3))
+    return y * gains.view(n, 3, 1, 1)
+
+
+def reshoot(x: torch.Tensor, alpha: torch.Tensor, gen: torch.Generator, perspective: float = 0.0,
+            cast: float = 0.0) -> torch.Tensor:
+    """A re-shot view of each product photo. x: (n, 3, r, r) in [0, 1] on white; alpha: (n, 1, r, r) product mask.
+    `perspective`: corners moved by up to this share of the side (`tilt`); `cast`: channel gains up to 1 +- this
+    (`white_balance`); 0 leaves either out (and draws nothing for it, so a recipe without them is made as before)."""
     n, _, r, _ = x.shape
     product, mask = place(x, alpha, gen)
+    if perspective:
+        product, mask = tilt(product, mask, gen, perspective)
     # backdrop: white, a plain tint, or busy (another photo of the batch, blurred and recoloured, with noise)
     kind = torch.rand(n, generator=gen)
     tint = _u(n * 3, 0.15, 0.97, gen).view(n, 3, 1, 1)
@@ -71,6 +106,8 @@ def reshoot(x: torch.Tensor, alpha: torch.Tensor, gen: torch.Generator) -> torch
     # light: brightness and contrast; then optics: blur, low resolution, sensor noise
     mean = y.mean(dim=(1, 2, 3), keepdim=True)
     y = ((y - mean) * _u(n, 0.7, 1.3, gen).view(n, 1, 1, 1) + mean) * _u(n, 0.7, 1.3, gen).view(n, 1, 1, 1)
+    if cast:
+        y = white_balance(y, gen, cast)
     y = torch.where(_p(n, 0.25, gen)[:, None, None, None], _blur(y, 1.0), y)
     small = F.interpolate(F.interpolate(y, scale_factor=float(_u(1, 0.35, 0.7, gen)), mode="bilinear", align_corners=False),
                           size=(r, r), mode="bilinear", align_corners=False)

@@ -49,11 +49,7 @@ def train_mini(catalog: CatalogConfig, out_dir: Path, cfg: MiniConfig = MiniConf
     x_all = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()  # uint8, NCHW
     a_all = torch.from_numpy(masks)[:, None].contiguous()
     y_all = {h: torch.from_numpy(c) for h, c in codes.items()}
-    # one class per (item type, colour) for the class term; -1 when either is missing or a merged rare class
-    n_colours = len(vocabs["colour"])
-    other_type = vocabs["item_type"].index(OTHER) if OTHER in vocabs["item_type"] else -2
-    joint = torch.where((y_all["item_type"] >= 0) & (y_all["colour"] >= 0) & (y_all["item_type"] != other_type),
-                        y_all["item_type"] * n_colours + y_all["colour"], torch.full_like(y_all["item_type"], -1))
+    joint = _joint_classes(y_all, vocabs, cfg.class_heads)
 
     net = MiniNet(cfg.width, cfg.dim)
     heads = nn.ModuleDict({h: nn.Linear(cfg.dim, len(v)) for h, v in vocabs.items()})
@@ -73,7 +69,7 @@ def train_mini(catalog: CatalogConfig, out_dir: Path, cfg: MiniConfig = MiniConf
             x = x_all[idx].float().div_(255.0)
             views = [composite.light(x, gen)]
             if cfg.reshoot:
-                views.append(composite.reshoot(x, a_all[idx].float().div_(255.0), gen))
+                views.append(composite.reshoot(x, a_all[idx].float().div_(255.0), gen, cfg.perspective, cfg.cast))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
                 z = nn.functional.normalize(net(torch.cat(views).mul_(2.0).sub_(1.0)).float(), dim=-1)
             weight = torch.cat([torch.ones(len(idx)), torch.full((len(idx) * (len(views) - 1),), cfg.reshoot_label_weight)])
@@ -108,6 +104,16 @@ def train_mini(catalog: CatalogConfig, out_dir: Path, cfg: MiniConfig = MiniConf
         "excluded": {"catalogues": list(excluded_from), "items": len(exclude_ids)},
         "vocabs": vocabs, "report": report, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return report
+
+
+def _joint_classes(y: dict[str, torch.Tensor], vocabs: dict[str, list[str]], heads: tuple[str, ...]) -> torch.Tensor:
+    """One class per combination of the `heads`' labels (item type and colour: a black T-shirt), for the class term;
+    -1 where a label is missing or is a merged rare class."""
+    joint, known = torch.zeros_like(y[heads[0]]), torch.ones_like(y[heads[0]], dtype=torch.bool)
+    for h in heads:
+        other = vocabs[h].index(OTHER) if OTHER in vocabs[h] else -2
+        joint, known = joint * len(vocabs[h]) + y[h].clamp(min=0), known & (y[h] >= 0) & (y[h] != other)
+    return torch.where(known, joint, torch.full_like(joint, -1))
 
 
 def _class_term(z: torch.Tensor, classes: torch.Tensor, temperature: float) -> torch.Tensor:
