@@ -251,7 +251,8 @@ def query(ctx: Context) -> dict:
     if seg:
         ctx.details["segment_ms"] = _median_ms(lambda im: seg.view(im, encoder.frame_side), [decoded(q) for q in busy])
     busy_ms = _median_ms(lambda q: matcher.find(q, mode="same", k=10), busy)
-    # photos framing cannot take (a product on a real photo, a page screenshot): the proposals' best box is searched
+    # photos framing cannot take (a product on a real photo, a page screenshot): searched as the default search does (its
+    # first proposals cut out by GrabCut, the whole photo, the segmenter's cut-out)
     held = [_heldout_upload(root / q, i, [o for o in others[:6]]) for i, q in enumerate(query_paths)]
     detector = matcher.locator.detector
     if detector:
