@@ -32,11 +32,6 @@ class DetectorConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     min_score: float = 0.15  # a peak below this is no product (calibrate part: 0.25 found 0.52, 0.15 found 0.55)
-    # a photo is read at this multiple of `side` (the net is fully convolutional): a small product on a real photo is
-    # then large enough to find. Held-out calibrate part, the shipped detector read at 128 / 160 / 192 / 224 px: a
-    # tried proposal holds a real backdrop's product (IoU >= 0.5) 0.52 / 0.64 / 0.67 / 0.66 of the time, scenes'
-    # products are found 0.568 / 0.595 / 0.611 / 0.588, a page's own product is first 0.903 / 0.877 / 0.893 / 0.900
-    read_scale: float = 1.5
     max_products: int = 6
     report_fraction: float = 0.05
     seed: int = 0
@@ -131,18 +126,12 @@ class Detector:
                                                    lambda cfg: ProposalNet(cfg.width), "proposal detector",
                                                    "train-proposals")
         # the boxes depend on the decoding too: a cached query view made under another threshold is not reused
-        self.digest = f"{weights}-s{self.cfg.min_score:g}-n{self.cfg.max_products}-r{self.read_side}"
-
-    @property
-    def read_side(self) -> int:
-        """The side a photo is letterboxed to for proposals (a multiple of 16, the net's coarsest stride)."""
-        return int(round(self.cfg.side * self.cfg.read_scale / 16)) * 16
+        self.digest = f"{weights}-s{self.cfg.min_score:g}-n{self.cfg.max_products}"
 
     @torch.inference_mode()
     def propose(self, image: Image.Image) -> list[Proposal]:
-        side = self.read_side
-        arr, scale, (left, top) = letterbox(image, side)
-        found = decode(*self.net(to_input(arr)), side, self.cfg.min_score, 3 * self.cfg.max_products)
+        arr, scale, (left, top) = letterbox(image, self.cfg.side)
+        found = decode(*self.net(to_input(arr)), self.cfg.side, self.cfg.min_score, 3 * self.cfg.max_products)
         kept: list[Proposal] = []
         for x0, y0, x1, y1, score in found:
             box = (int(round((x0 - left) / scale)), int(round((y0 - top) / scale)),
