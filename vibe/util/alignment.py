@@ -1,11 +1,12 @@
 """Do two photos show the very same shot? OpenCV's ORB keypoints matched under one similarity transform (crops,
 borders, rescaling and re-encoding keep them), then the colours compared pixel by pixel once aligned, after fitting a
 bounded global tone change (what a retouch does, not a recolour): over the product (90th percentile) and in its worst
-small patch (a recoloured trim or print). The duplicate audit's check of every candidate pair: the embedding and the
-perceptual hash propose, this decides."""
+small patch (a recoloured trim or print); last, the fine structure (edges) compared once aligned, because a second shot
+of one pose (a model standing the same way in another shirt) aligns as a whole but not edge for edge. The duplicate
+audit's check of every candidate pair: the embedding and the perceptual hash propose, this decides."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -17,6 +18,12 @@ MAX_COLOUR = 10.0  # CIE Lab distance, 90th percentile over the product after th
 MAX_PATCH = 12.5  # CIE Lab distance a 3x3 patch of the product keeps at half size (planted copies: up to 12.2)
 #   (coarser where one photo is a downscaled copy: at half the detail it holds)
 BORDER_STEP = 64  # of 255: a retouch moves a backdrop less (a white balance of +-18 %: 46)
+MIN_STRUCTURE = 0.80  # correlation of the two photos' edges (Laplacians) over the product once aligned, and
+CLOSE_COLOUR = 5.0  # the colour distance under which edges that agree less are forgiven: a second shot of one pose is
+#   off in both (white shirts on one model in the shared catalogue, stripes under a pixel wide: edges 0.55-0.67,
+#   colour 7.3-9.5); a resampled copy in its edges alone (2,520 copies of six kinds, seeds 0-3 of the shared
+#   catalogue and 4-6 of the sample: the 7 with edges under 0.85 keep colour 3.5 at most); the shared catalogue's 8
+#   photos uploaded twice keep edges 0.90-0.98
 TONE_BOUNDS = ([0.75] * 3 + [-0.3, -40.0], [1.33] * 3 + [0.3, 40.0])  # gains, share of grey, offset (of 255)
 
 
@@ -45,10 +52,13 @@ class Agreement:
     inliers: int  # keypoint matches one similarity transform explains (0: no transform found)
     colour: float  # 90th percentile of the Lab distance over the product once aligned (inf: not compared)
     patch: float = 0.0  # the largest Lab distance a small patch of the product keeps throughout (a recoloured part)
+    structure: float = 1.0  # correlation of the photos' edges over the product once aligned (another shot: lower;
+    #   measured only when the colours pass)
 
     @property
     def same_shot(self) -> bool:
-        return self.inliers >= MIN_INLIERS and self.colour <= MAX_COLOUR and self.patch <= MAX_PATCH
+        return self.inliers >= MIN_INLIERS and self.colour <= MAX_COLOUR and self.patch <= MAX_PATCH \
+            and (self.structure >= MIN_STRUCTURE or self.colour <= CLOSE_COLOUR)
 
 
 def _reduced(a: np.ndarray, b_on_a: np.ndarray, inside: np.ndarray, corner_b: np.ndarray, div: int):
@@ -112,7 +122,48 @@ def agreement(a: Shot, b: Shot) -> Agreement:
     if not found.same_shot:
         back = Agreement(inliers, *_colours(b.rgb, a.rgb, cv2.invertAffineTransform(transform), div))
         found = min(found, back, key=lambda g: max(g.colour / MAX_COLOUR, g.patch / MAX_PATCH))
+    if found.colour <= MAX_COLOUR and found.patch <= MAX_PATCH:  # the colours agree: do the edges?
+        found = replace(found, structure=_structure(a, b, transform, div))
     return found
+
+
+def _structure(a: Shot, b: Shot, transform: np.ndarray, div: int) -> float:
+    """Correlation of the two photos' Laplacians over the product (what differs from either photo's backdrop), b
+    aligned on a by `transform` or by its ECC refinement (`cv2.findTransformECC`, affine), whichever agrees better,
+    both at 1/div size: the half detail the coarser photo holds. A copy agrees edge for edge; a second shot of the
+    same pose aligns as a whole, its edges a pixel or two apart, and its colours differ a little too (see
+    MIN_STRUCTURE)."""
+    import cv2
+
+    h, w = a.rgb.shape[:2]
+    grey_a, grey_b = (cv2.cvtColor(x.rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) for x in (a, b))
+    candidates = [transform.astype(np.float32)]
+    try:
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
+        candidates.append(cv2.findTransformECC(grey_a, grey_b, transform.astype(np.float32).copy(),
+                                               cv2.MOTION_AFFINE, criteria, None, 3)[1])
+    except cv2.error:  # ECC did not converge: the keypoints' transform alone
+        pass
+    small = (max(1, w // div), max(1, h // div))
+    area = cv2.INTER_AREA
+    ra = cv2.resize(a.rgb, small, interpolation=area).astype(np.float32)
+    best = -1.0
+    for t in candidates:
+        warp = cv2.WARP_INVERSE_MAP
+        b_on_a = cv2.warpAffine(b.rgb, t, (w, h), flags=warp | area)
+        covered = cv2.warpAffine(np.full(b.rgb.shape[:2], 255, np.uint8), t, (w, h), flags=warp)
+        covered = cv2.erode((cv2.resize(covered, small, interpolation=cv2.INTER_NEAREST) > 0).astype(np.uint8),
+                            np.ones((3, 3), np.uint8)) > 0
+        rb = cv2.resize(b_on_a, small, interpolation=area).astype(np.float32)
+        # the product in both photos (not a border one of them added across the other's product)
+        inside = covered & (np.abs(ra - ra[0, 0]).max(2) > 24) & (np.abs(rb - b.rgb[0, 0].astype(np.float32)).max(2) > 24)
+        if inside.sum() < 20:
+            continue
+        edges_a, edges_b = (cv2.Laplacian(cv2.cvtColor(x.astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32),
+                                          cv2.CV_32F)[inside] for x in (ra, rb))
+        if edges_a.std() > 0 and edges_b.std() > 0:
+            best = max(best, float(np.corrcoef(edges_a, edges_b)[0, 1]))
+    return best if best > -1.0 else 1.0  # nothing to compare (a blank product): the colours decide
 
 
 def _colours(a: np.ndarray, b: np.ndarray, transform: np.ndarray, div: int) -> tuple[float, float]:
