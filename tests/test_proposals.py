@@ -95,6 +95,29 @@ def test_training_scenes_of_every_backdrop_family_box_the_products_in_frame():
     assert torch.allclose(close.mean((1, 2)), torch.tensor([0.9, 0.1, 0.1]), atol=0.02)
 
 
+def test_the_detector_on_onnx_runtime_proposes_what_torch_does_and_torch_takes_over_without_it(monkeypatch):
+    """ONNX Runtime runs the detector (a third of eager torch's time); its boxes are torch's, on photos and on held-out
+    pages and scenes. Without ONNX Runtime the detector runs on torch, with the same boxes."""
+    import builtins
+
+    from vibe.eval.heldout import heldout_photo, scene
+
+    fast, exact = Detector(), Detector(onnx=False)
+    assert fast.session is not None and exact.session is None
+    photos = _photos(12)
+    shots = [*photos[:4], *(heldout_photo(photos[k], "page_screenshot", 0, k, photos[k + 1:k + 5], "score").image
+                            for k in range(4)), *(scene(photos[k:k + 3], 0, k, "score").image for k in range(4))]
+    for shot in shots:
+        a, b = fast.propose(shot), exact.propose(shot)
+        assert [p.box for p in a] == [p.box for p in b] and np.allclose([p.score for p in a], [p.score for p in b],
+                                                                        atol=1e-4)
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "onnxruntime" else real_import(name, *a, **k))
+    fallback = Detector()
+    assert fallback.session is None and [p.box for p in fallback.propose(shots[4])] == [p.box for p in exact.propose(shots[4])]
+
+
 def test_training_saves_a_detector_that_beats_its_untrained_self_and_a_damaged_one_is_one_clear_error(small_catalog, tmp_path):
     from vibe.config import CatalogConfig
     from vibe.train.proposals import train_proposals

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import platform
 import time
 import warnings
@@ -22,7 +21,7 @@ import torch
 
 from ..config import PRECISIONS
 from ..errors import VibeError
-from ..util.files import atomic_path, write_json
+from ..util.files import atomic_path, cache_root, write_json
 from ..util.vectors import l2_normalize
 from .backbone import bf16_native
 
@@ -46,7 +45,7 @@ class RuntimeChoice:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("VIBE_CACHE_DIR") or Path.home() / ".cache" / "vibe") / "runtime"
+    return cache_root() / "runtime"
 
 
 def cpu_flags() -> list[str]:

@@ -143,20 +143,21 @@ def match_photos(matcher, photos: list[Photo], *, mode: str = "same", k: int = 5
     if k < 1:
         raise VibeError("k must be at least 1.")
 
+    def one(photo: Photo):
+        digest = ""
+        try:
+            data = photo.read()
+            digest = content_hash(data)
+            return (photo, digest, None) if digest in done else (photo, digest, matcher.locate(data, photo.name))
+        except VibeError as e:
+            return photo, digest, e
+
     def locate(part: list[Photo]):
-        out = []
-        for photo in part:
-            digest = ""
-            try:
-                data = photo.read()
-                digest = content_hash(data)
-                out.append((photo, digest, None) if digest in done else (photo, digest, matcher.locate(data, photo.name)))
-            except VibeError as e:
-                out.append((photo, digest, e))
-        return out
+        return list(readers.map(one, part))  # two photos at a time: decoding and framing release the GIL
 
     chunks = [photos[s:s + chunk] for s in range(0, len(photos), chunk)]
-    with ThreadPoolExecutor(max_workers=1) as pool:  # the next chunk is decoded and located during this one's forward
+    with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(max_workers=2) as readers:
+        # the next chunk is decoded and located during this one's forward
         pending = pool.submit(locate, chunks[0]) if chunks else None
         for n in range(len(chunks)):
             located = pending.result()

@@ -14,6 +14,11 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def cache_root() -> Path:
+    """Where models derived on this machine are kept (exported, quantised, timed): VIBE_CACHE_DIR or ~/.cache/vibe."""
+    return Path(os.environ.get("VIBE_CACHE_DIR") or Path.home() / ".cache" / "vibe")
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it replaces `target` in one rename."""
