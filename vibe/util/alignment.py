@@ -53,7 +53,7 @@ class Agreement:
     colour: float  # 90th percentile of the Lab distance over the product once aligned (inf: not compared)
     patch: float = 0.0  # the largest Lab distance a small patch of the product keeps throughout (a recoloured part)
     structure: float = 1.0  # correlation of the photos' edges over the product once aligned (another shot: lower;
-    #   measured only when the colours pass)
+    #   measured only where it decides: colours within the limits, not close)
 
     @property
     def same_shot(self) -> bool:
@@ -122,7 +122,7 @@ def agreement(a: Shot, b: Shot) -> Agreement:
     if not found.same_shot:
         back = Agreement(inliers, *_colours(b.rgb, a.rgb, cv2.invertAffineTransform(transform), div))
         found = min(found, back, key=lambda g: max(g.colour / MAX_COLOUR, g.patch / MAX_PATCH))
-    if found.colour <= MAX_COLOUR and found.patch <= MAX_PATCH:  # the colours agree: do the edges?
+    if CLOSE_COLOUR < found.colour <= MAX_COLOUR and found.patch <= MAX_PATCH:  # colours pass, not close: edges?
         found = replace(found, structure=_structure(a, b, transform, div))
     return found
 
@@ -147,9 +147,8 @@ def _structure(a: Shot, b: Shot, transform: np.ndarray, div: int) -> float:
     small = (max(1, w // div), max(1, h // div))
     area = cv2.INTER_AREA
     ra = cv2.resize(a.rgb, small, interpolation=area).astype(np.float32)
-    best = -1.0
+    best, warp = -1.0, cv2.WARP_INVERSE_MAP
     for t in candidates:
-        warp = cv2.WARP_INVERSE_MAP
         b_on_a = cv2.warpAffine(b.rgb, t, (w, h), flags=warp | area)
         covered = cv2.warpAffine(np.full(b.rgb.shape[:2], 255, np.uint8), t, (w, h), flags=warp)
         covered = cv2.erode((cv2.resize(covered, small, interpolation=cv2.INTER_NEAREST) > 0).astype(np.uint8),
