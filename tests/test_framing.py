@@ -196,3 +196,22 @@ def test_a_default_search_tries_the_first_proposals_but_not_a_pages_thumbnails()
     assert tried([product, thumbnail, backdrop]) == [0, 2]
     assert tried([thumbnail, product]) == [0, 1]  # the first proposal is always tried, whatever its size
     assert tried([product] + [backdrop] * 9) == list(range(TRY))
+
+
+def test_the_fast_masks_are_scipys_definitions():
+    """background_mask (OpenCV's 4-connected components) and opened (OpenCV's opening, nothing outside the photo) mark
+    the very pixels scipy.ndimage's label and binary_opening do, on photos and their analysis copies."""
+    from scipy import ndimage
+
+    from vibe.locate.framing import _border, background_mask, close_to, distance_to, opened, reduced
+
+    for path in sorted((SAMPLE / "images").iterdir())[:40]:
+        arr = np.asarray(reduced(Image.open(path).convert("RGB"), 96), dtype=np.uint8)
+        colour = np.median(_border(arr), axis=0)
+        close = distance_to(arr, colour) < 32
+        assert np.array_equal(close_to(arr, colour, 32), close)
+        labels, _ = ndimage.label(close)
+        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        mask = background_mask(arr, colour)
+        assert np.array_equal(mask, np.isin(labels, edge[edge > 0]))
+        assert np.array_equal(opened(~mask), ndimage.binary_opening(~mask, iterations=1))

@@ -137,6 +137,7 @@ def onnx_session(net: ProposalNet, side: int, weights: str):
                                   output_names=["heat", "size", "offset"], opset_version=17, dynamo=False)
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = False  # a net this small: no arena to grow under concurrent requests
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - any failure leaves the exact torch path, which always works
         log.info("proposal detector runs on torch (ONNX Runtime unavailable: %s)", e)
