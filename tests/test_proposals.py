@@ -133,6 +133,12 @@ def test_training_saves_a_detector_that_beats_its_untrained_self_and_a_damaged_o
     detector = Detector(out)
     assert all(0 <= p.box[0] < p.box[2] <= 300 and 0 <= p.box[1] < p.box[3] <= 200
                for p in detector.propose(Image.new("RGB", (300, 200), (200, 180, 160))))
+    # training continues from a trained detector: it starts where that one ended (its loss, not an untrained net's)
+    cfg = replace(detector.cfg, epochs=1)
+    more = train_proposals(CatalogConfig(root=small_catalog), tmp_path / "det-more", cfg, init=out)
+    assert more["untrained_loss"] == pytest.approx(report["report_loss"], abs=1e-3) and more["epochs_before"] == 10, more
+    with pytest.raises(VibeError, match="width 8 at 64 px"):
+        train_proposals(CatalogConfig(root=small_catalog), tmp_path / "det-wider", replace(cfg, width=16), init=out)
     (out / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(VibeError, match="proposal detector"):
         Detector(out)

@@ -142,6 +142,9 @@ def parser() -> argparse.ArgumentParser:
                                     "scenes of a catalogue's products pasted on many kinds of backdrop (vibe.train.scenes); "
                                     "saved as safetensors.")
     _training_args(tp, "detectors/proposals", "checkpoints/proposals", "DetectorConfig")
+    tp.add_argument("--init", type=Path, default=None, metavar="DETECTOR",
+                    help="continue training this trained detector's folder (e.g. checkpoints/proposals) instead of a new net")
+    tp.add_argument("--lr", type=float, default=None, help="peak learning rate (default from DetectorConfig)")
 
     bn = sub.add_parser("bench", help="measure every stage against its physical limit and the prototype's way",
                         description="Embedding pipeline vs bare forward, fast path vs the prototype, query latency on a 44,000-item index, "
@@ -423,14 +426,15 @@ def cmd_train_proposals(a) -> int:
     from .locate.proposals import DetectorConfig
     from .train.proposals import train_proposals
 
-    cfg = replace(DetectorConfig(), **_given(epochs=a.epochs))
+    cfg = replace(DetectorConfig(), **_given(epochs=a.epochs, lr=a.lr))
     out = a.out or (a.workdir or default_workdir()) / "detectors" / f"proposals-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     progress = _progress(a.quiet)
-    report = train_proposals(_catalog_config(a), out, cfg, progress=progress, log=_say, exclude_ids=_excluded_ids(a.exclude))
+    report = train_proposals(_catalog_config(a), out, cfg, progress=progress, log=_say, exclude_ids=_excluded_ids(a.exclude),
+                             init=a.init)
     progress.close()
     print(f"proposal detector saved to {out} after {report['train_seconds']:.0f}s; proposal recall (IoU >= 0.5) on "
           f"{report['n_report']} held-out products' scenes: {report['report_recall']:.3f} "
-          f"(untrained: {report['untrained_recall']:.3f})")
+          f"(before training: {report['untrained_recall']:.3f})")
     return 0
 
 

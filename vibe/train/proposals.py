@@ -61,6 +61,23 @@ def _batch(x, alpha, bbox, rows, gen, s):
     return torch.stack(images), [torch.stack(t) for t in zip(*targets)], boxes
 
 
+def _card(folder: Path) -> dict:
+    import json
+
+    return json.loads((Path(folder) / CONFIG_FILE).read_text())
+
+
+def _continued(folder: Path, cfg: DetectorConfig) -> ProposalNet:
+    """The net of a trained detector, to train further with `cfg` (one VibeError when it is not one of that width)."""
+    from ..locate.proposals import Detector
+
+    before = Detector(Path(folder), onnx=False)
+    if before.cfg.width != cfg.width or before.cfg.side != cfg.side:
+        raise VibeError(f"{folder} is a detector of width {before.cfg.width} at {before.cfg.side} px; training continues "
+                        f"only one of width {cfg.width} at {cfg.side} px.")
+    return before.net
+
+
 def proposal_recall(net: ProposalNet, images: torch.Tensor, boxes: list, cfg: DetectorConfig, threshold: float = 0.5) -> float:
     """Share of the true boxes that some proposal overlaps by IoU >= threshold (images already at cfg.side)."""
     found, total = 0, 0
@@ -73,9 +90,11 @@ def proposal_recall(net: ProposalNet, images: torch.Tensor, boxes: list, cfg: De
 
 
 def train_proposals(catalog: CatalogConfig, out_dir: Path, cfg: DetectorConfig = DetectorConfig(),
-                    progress: Progress = silent, log=lambda line: None, exclude_ids: set[int] = frozenset()) -> dict:
+                    progress: Progress = silent, log=lambda line: None, exclude_ids: set[int] = frozenset(),
+                    init: Path | None = None) -> dict:
     """Train the detector on scenes of a catalogue's products and save it to `out_dir`. The report: proposal recall
-    (IoU >= 0.5) on scenes of products held out of training, before and after."""
+    (IoU >= 0.5) on scenes of products held out of training, before and after. `init`: a trained detector's folder to
+    continue from (its width must be cfg's; the report's "before" is then that detector's recall)."""
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     cat = load_catalog(catalog)
@@ -99,7 +118,11 @@ def train_proposals(catalog: CatalogConfig, out_dir: Path, cfg: DetectorConfig =
     held, fit = order[:n_held], order[n_held:]
     report_gen = torch.Generator().manual_seed(cfg.seed + 1)
     report_images, report_targets, report_boxes = _batch(x, alpha, bbox, held.repeat(4)[:128], report_gen, cfg.side)
-    net = ProposalNet(cfg.width)
+    net = ProposalNet(cfg.width) if init is None else _continued(init, cfg)
+    card = _card(init) if init is not None else None
+    epochs_before = card["config"]["epochs"] + card["report"].get("epochs_before", 0) if card else 0
+    if epochs_before:  # the same split and report scenes, but scenes the detector has not trained on yet
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + 2 + epochs_before)
 
     def held_loss() -> float:
         with torch.no_grad():
@@ -136,6 +159,8 @@ def train_proposals(catalog: CatalogConfig, out_dir: Path, cfg: DetectorConfig =
               "report_recall": round(proposal_recall(net, report_images, report_boxes, cfg), 4),
               "untrained_recall": round(untrained, 4), "report_loss": held_loss(), "untrained_loss": untrained_loss,
               "train_seconds": round(time.perf_counter() - t_start, 1)}
+    if card:  # the epochs it had trained, its own continuations included
+        report |= {"continued_from": str(init), "epochs_before": epochs_before}
     save_trained(out_dir, net, "vibe-proposals", WEIGHTS_FILE, CONFIG_FILE, cfg, cat.root, catalog, len(exclude_ids), report,
                  "the proposal detector")
     return report
