@@ -76,10 +76,14 @@ st.markdown("- **Held-out kinds of photo**: the product on real photos (a table,
 reports = accuracy.retrieval_reports(art)
 filters = art.metrics.get("filters")
 if filters:
-    st.caption("Same-mode filters apply from these confidences: " + ", ".join(
-        f"{h} {'never' if t > 1 else f'{t:.2f}'}" for h, t in filters["thresholds"].items()),
+    limits = lambda thresholds: ", ".join(f"{h} {'never' if t > 1 else f'{t:.2f}'}" for h, t in thresholds.items())  # noqa: E731
+    unlike = filters.get("unfamiliar_thresholds")
+    st.caption("Same-mode filters apply from these confidences: " + limits(filters["thresholds"]) + (
+        f"; on a photo further from the catalogue (nearest catalogue photo under similarity {filters['familiar_cosine']:.2f}): "
+        + limits(unlike) if unlike else ""),
         help=f"Where each head is right {filters['precision']:.0%} of the time on held-out photos (clean, re-shot and of "
-             "the held-out kinds, from items and real photos the scored figures never use).")
+             "the held-out kinds, from items and real photos the scored figures never use), calibrated apart for the "
+             "re-made photos closer to the catalogue than their median and those further.")
 if not reports:
     st.info("No ranking check for this build yet: rebuild it (a build checks its own held-out items), or run "
             "`python -m vibe eval --data DIR --subset holdout`.")

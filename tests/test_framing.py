@@ -85,6 +85,45 @@ def test_thresholds_are_the_confidence_from_which_a_head_is_right_often_enough()
     assert confidence_thresholds({"h": probs[:5]}, {"h": codes[:5]}, 0.9)["h"] == 0.5  # too few items: the fallback
 
 
+def test_filters_are_calibrated_apart_on_photos_far_from_the_catalogue():
+    from vibe.build.calibrate import familiarity_thresholds
+
+    rng = np.random.default_rng(1)
+    n = 2000
+    conf = rng.uniform(0.3, 1.0, n)
+    familiarity = rng.uniform(0.3, 1.0, n)
+    # a head calibrated on catalogue-like photos, and overconfident by 0.25 on those far from the catalogue
+    right = rng.uniform(size=n) < np.where(familiarity >= 0.65, conf, conf - 0.25)
+    probs, codes = {"h": np.stack([conf, 1 - conf], 1)}, {"h": np.where(right, 0, 1)}
+    none = {"h": np.zeros((0, 2))}, {"h": np.zeros(0, int)}
+    got = familiarity_thresholds(*none, probs, codes, familiarity, precision=0.9)
+    assert abs(got["familiar_cosine"] - 0.65) < 0.03 and abs(got["unfamiliar_share"] - 0.5) < 0.01
+    near, far = got["thresholds"]["h"], got["unfamiliar_thresholds"]["h"]
+    assert 0.75 < near < 0.9 and far > 1  # far from the catalogue this head is never right 90 % of the time
+    one_set = familiarity_thresholds(*none, {"h": probs["h"][:30]}, {"h": codes["h"][:30]}, familiarity[:30], 0.9)
+    assert "unfamiliar_thresholds" not in one_set  # too few photos to split
+
+
+def test_a_photo_far_from_the_catalogue_gets_the_unfamiliar_thresholds(built, tiny_encoder):
+    from vibe.search.matcher import Matcher
+    from vibe.store.artifacts import load_artifacts
+
+    art = load_artifacts(built[0])
+    emb = art.clip.vector(0)
+    preds = Matcher(art, tiny_encoder).predict(emb)
+    near = {h: 0.0 for h in ("item_type", "gender", "colour")}
+    far = {**near, "colour": preds["colour"].confidence + 1e-6}
+    closest = float(art.clip.search(emb, 1)[1][0])  # the photo's own catalogue photo: 1.0
+    for cut, skipped in ((closest + 0.01, True), (closest - 0.01, False)):
+        filters = {"precision": 0.9, "thresholds": near, "unfamiliar_thresholds": far, "familiar_cosine": cut}
+        res = Matcher(dataclasses.replace(art, metrics={**art.metrics, "filters": filters}), tiny_encoder).search(
+            emb, mode="same", k=1)
+        notes = {f.head: f for f in res.filter_notes}
+        assert res.familiarity == pytest.approx(closest, abs=1e-5)
+        assert (notes["colour"].status == "skipped") == skipped, cut
+        assert ("further from the catalogue" in notes["colour"].reason) == skipped
+
+
 def test_a_filter_whose_head_is_unsure_is_not_applied(built, tiny_encoder):
     from vibe.search.matcher import Matcher
     from vibe.store.artifacts import load_artifacts

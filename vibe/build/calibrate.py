@@ -40,6 +40,40 @@ def confidence_thresholds(probs: dict[str, np.ndarray], codes: dict[str, np.ndar
     return out
 
 
+def familiarity_thresholds(clean_probs: dict[str, np.ndarray], clean_codes: dict[str, np.ndarray],
+                           probs: dict[str, np.ndarray], codes: dict[str, np.ndarray], familiarity: np.ndarray,
+                           precision: float, min_items: int = 20) -> dict:
+    """The filters' confidence thresholds, calibrated apart for photos close to the catalogue and photos further from
+    it: the re-made calibration photos (`probs`, with `familiarity`, their cosine to the nearest catalogue photo) split
+    at their median familiarity; the clean catalogue photos join the familiar half. A head that is wrong more often on
+    unfamiliar photos (a jacket on a man filtered as Women on a real backdrop) gets a higher threshold there, so its
+    filter stops dropping the product itself. A head with fewer than `min_items` labelled unfamiliar photos keeps its
+    familiar threshold; with fewer photos than that in all, one set serves every photo."""
+    def thresholds(keep: np.ndarray, with_clean: bool) -> dict[str, float]:
+        def join(clean: dict, made: dict) -> dict:
+            return {h: np.concatenate([clean[h][: len(clean[h]) * with_clean], made[h][keep]]) for h in made}
+
+        return confidence_thresholds(join(clean_probs, probs), join(clean_codes, codes), precision, min_items)
+
+    out = {"precision": precision, "thresholds": thresholds(np.ones(len(familiarity), dtype=bool), True)}
+    if len(familiarity) < 2 * min_items:
+        return out
+    cut = float(np.median(familiarity))
+    familiar = familiarity >= cut
+    out["thresholds"] = thresholds(familiar, True)
+    unfamiliar = thresholds(~familiar, False)
+    out["unfamiliar_thresholds"] = {h: unfamiliar[h] if (codes[h][~familiar] >= 0).sum() >= min_items else t
+                                    for h, t in out["thresholds"].items()}
+    out |= {"familiar_cosine": round(cut, 4), "unfamiliar_share": round(float((~familiar).mean()), 4)}
+    return out
+
+
+def nearest_cosine(matcher: Matcher, emb: np.ndarray) -> float:
+    """A query's 512-D cosine to its nearest catalogue photo (what `Matcher.search` reads as its familiarity)."""
+    _, scores = matcher.art.clip.search(emb, 1)
+    return float(scores[0]) if len(scores) else float("nan")
+
+
 def precision_threshold(scores: np.ndarray, right: np.ndarray, precision: float) -> float:
     """The lowest score from which the cases at or above it are right at least `precision` of the time; above 1 when
     no score is that reliable."""
@@ -103,11 +137,12 @@ def check_build(art, encoder: Encoder, store: EmbeddingStore, held: np.ndarray, 
     clean = np.setdiff1d(held, scored)
     views = [matcher.pick_view(v)[0] for q in cal_queries.values() for v in q]
     reshot = art.heads.predict_proba(np.stack(views)) if views else {h: p[:0] for h, p in probs.items()}
-    thresholds = confidence_thresholds({h: np.concatenate([probs[h][clean], reshot[h]]) for h in probs},
-                                       {h: np.concatenate([codes[h][clean], np.tile(codes[h][calibrate], len(cal_queries))])
-                                        for h in codes}, cfg.filter_precision)
-    filters = {"precision": cfg.filter_precision, "thresholds": thresholds, "calibrated_on": [int(i) for i in cal.ids],
-               "calibrated_with": list(cal_queries)}
+    reshot_codes = {h: np.tile(codes[h][calibrate], len(cal_queries)) for h in codes}
+    # how close each re-made photo comes to the catalogue (its own original is there, as a user's product would be)
+    familiarity = np.array([nearest_cosine(matcher, v) for v in views])
+    filters = familiarity_thresholds({h: probs[h][clean] for h in probs}, {h: codes[h][clean] for h in codes},
+                                     reshot, reshot_codes, familiarity, cfg.filter_precision)
+    filters |= {"calibrated_on": [int(i) for i in cal.ids], "calibrated_with": list(cal_queries)}
     if len(calibrate):
         targets = [set(matcher.rows_of_hash.get(h, [])) | {int(r)} for h, r in zip(cal.hashes, cal.rows)]
         filters["same_photo_cosine"] = same_photo_cosine(matcher, cal_queries, targets, cfg.same_photo_precision)

@@ -70,6 +70,21 @@ class Matcher:
         return self.art.metrics.get("filters", {}).get("thresholds", {})
 
     @property
+    def familiar_cosine(self) -> float | None:
+        """The 512-D cosine to its nearest catalogue photo under which a query counts as far from the catalogue (the
+        median of the build's calibration photos): its filters then apply from `unfamiliar_thresholds`, calibrated on
+        the photos that far, instead (None: one set for all)."""
+        return self.art.metrics.get("filters", {}).get("familiar_cosine")
+
+    def thresholds_for(self, familiarity: float | None) -> tuple[dict[str, float], bool]:
+        """(per head, the confidence from which its prediction filters a query this close to the catalogue; whether
+        the query counts as far from the catalogue)."""
+        cut, unfamiliar = self.familiar_cosine, self.art.metrics.get("filters", {}).get("unfamiliar_thresholds")
+        if familiarity is None or cut is None or not unfamiliar or familiarity >= cut:
+            return self.thresholds, False
+        return unfamiliar, True
+
+    @property
     def filter_precision(self) -> float | None:
         return self.art.metrics.get("filters", {}).get("precision")
 
@@ -188,9 +203,13 @@ class Matcher:
             out[h] = Prediction(self.vocabs[h][order[0]], float(p[order[0]]), [(self.vocabs[h][i], float(p[i])) for i in order])
         return out
 
-    def query_filters(self, preds: dict[str, Prediction], known: dict[str, str | None] | None, names: tuple[str, ...]) -> list[QueryFilter]:
-        """The mode's filters for this query: a catalogue item's own labels, else the heads' predictions.
-        A prediction of the merged class `Other` names no class, so it filters nothing."""
+    def query_filters(self, preds: dict[str, Prediction], known: dict[str, str | None] | None, names: tuple[str, ...],
+                      familiarity: float | None = None) -> list[QueryFilter]:
+        """The mode's filters for this query: a catalogue item's own labels, else the heads' predictions, each from its
+        head's calibrated confidence up (calibrated apart for photos far from the catalogue: `familiarity`, the cosine
+        to the nearest catalogue photo, under `familiar_cosine`). A prediction of the merged class `Other` names no class, so
+        it filters nothing."""
+        thresholds, unfamiliar = self.thresholds_for(familiarity)
         filters = []
         for h in names:
             if known and known.get(h) is not None:
@@ -200,11 +219,17 @@ class Matcher:
                                            f"it looks like one of the rare kinds grouped as '{OTHER}': nothing to filter on",
                                            f"the {h} head's top class is '{OTHER}' ({preds[h].confidence:.2f}), the classes "
                                            "with too few items merged"))
-            elif preds[h].confidence < self.thresholds.get(h, 0.0):
+            elif preds[h].confidence < thresholds.get(h, 0.0):
+                limit = "never" if thresholds[h] > 1 else f"from confidence {thresholds[h]:.2f} up"
                 filters.append(QueryFilter(h, preds[h].label, preds[h].confidence, "predicted", "skipped",
+                                           "the photo is further from the catalogue than most: the model is not sure "
+                                           f"enough ({preds[h].confidence:.0%})" if unfamiliar else
                                            f"the model is not sure enough ({preds[h].confidence:.0%})",
-                                           f"the {h} filter applies from confidence {self.thresholds[h]:.2f} up: from there "
-                                           f"the head is right {self.filter_precision or 0:.0%} of the time on held-out photos"))
+                                           (f"its nearest catalogue photo is at similarity {familiarity:.2f}, under "
+                                            f"{self.familiar_cosine:.2f} (the calibration photos' median): on photos that far "
+                                            if unfamiliar else "") +
+                                           f"the {h} filter applies {limit}: from there the head is right "
+                                           f"{self.filter_precision or 0:.0%} of the time on held-out photos"))
             else:
                 filters.append(QueryFilter(h, preds[h].label, preds[h].confidence, "predicted"))
         return filters
@@ -222,19 +247,22 @@ class Matcher:
         base = np.ones(len(self._ids), dtype=bool)
         if exclude:
             base[exclude] = False
+        # the nearest catalogue photos, unfiltered: how familiar the photo is, and same mode's near-identical ones
+        nearest = self.art.clip.search(emb, min(k, 5), base) if mode == "same" or not known else None
+        familiarity = float(nearest[1][0]) if nearest is not None and len(nearest[1]) and not known else None
         slot, enough = None, 0
         if mode == "combo":
-            slot = outfit.query_slot(self, emb, preds, known)
+            slot = outfit.query_slot(self, emb, preds, known, self.thresholds_for(familiarity)[0].get("item_type", 0.0))
             wanted = COMPLETES.get(slot["slot"], ())
             base &= self.slot_mask(wanted)
             enough = min(3, len(wanted))  # outfit slots that must have an item before filters stop relaxing
         names = SAME_FILTERS if mode == "same" else COMBO_FILTERS
-        filters = self.query_filters(preds, known, names)
+        filters = self.query_filters(preds, known, names, familiarity)
         allowed, relaxed = self._relax(filters, names, base, k, enough)
         board: dict[str, list[Match]] = {}
         if mode == "same":
             matches = [self.match(r, s) for r, s in zip(*self.art.clip.search(emb, k, allowed))]
-            matches = self._same_photo_first(emb, k, base, allowed, matches)
+            matches = self._same_photo_first(nearest, k, allowed, matches)
         else:
             options = outfit.board(self, emb, allowed, COMPLETES.get(slot["slot"], ()), max(per_slot, 1))
             matches = outfit.outfit_order(options, k)
@@ -242,7 +270,7 @@ class Matcher:
             slot["beyond_k"] = [s for s in options if s not in board]  # slots with items, past the first k
         return FindResult(mode=mode, k=k, predictions=preds, query_labels=query,
                           filters={f.head: f.value for f in filters if f.applied}, relaxed=relaxed, matches=matches,
-                          query_id=query_id, filter_notes=filters, query_slot=slot, outfit=board)
+                          query_id=query_id, filter_notes=filters, query_slot=slot, outfit=board, familiarity=familiarity)
 
     def _relax(self, filters: list[QueryFilter], names: tuple[str, ...], base: np.ndarray, k: int,
                slots_needed: int) -> tuple[np.ndarray, list[str]]:
@@ -263,7 +291,7 @@ class Matcher:
                 break
         return allowed, relaxed
 
-    def _same_photo_first(self, emb: np.ndarray, k: int, base: np.ndarray, allowed: np.ndarray,
+    def _same_photo_first(self, nearest: tuple[np.ndarray, np.ndarray], k: int, allowed: np.ndarray,
                           matches: list[Match]) -> list[Match]:
         """The filters exist to keep lookalikes of other types and colours out, not the product itself: catalogue
         photos at or above `same_photo_cosine` join the results even when a predicted label disagrees (the
@@ -272,8 +300,7 @@ class Matcher:
         if tau is None or tau > 1:
             return matches
         shown = {m.row for m in matches}
-        extra = [self.match(r, sc) for r, sc in zip(*self.art.clip.search(emb, min(k, 5), base))
-                 if sc >= tau and r not in shown and not allowed[r]]
+        extra = [self.match(r, sc) for r, sc in zip(*nearest) if sc >= tau and r not in shown and not allowed[r]]
         for m in extra:
             m.note = f"almost the same photo: shown although its labels fail a filter (similarity {m.score:.3f})"
         return sorted(matches + extra, key=lambda m: -m.score)[:k] if extra else matches

@@ -8,13 +8,15 @@ import pandas as pd
 from .results import Match, Prediction
 
 
-def query_slot(matcher, emb: np.ndarray, preds: dict[str, Prediction], known: dict | None = None) -> dict:
+def query_slot(matcher, emb: np.ndarray, preds: dict[str, Prediction], known: dict | None = None,
+               sure_from: float = 0.0) -> dict:
     """The query's outfit slot: a catalogue item's own; else the slot of the predicted item type when the head is
-    sure of it; else the most common slot among its 10 nearest catalogue photos."""
+    sure of it (from `sure_from`, the item_type filter's threshold for this query); else the most common slot among its
+    10 nearest catalogue photos."""
     if known and known.get("slot"):
         return {"slot": known["slot"], "how": "the item's own catalogue labels"}
     t = preds["item_type"]
-    if t.label in matcher.slot_of_type and t.confidence >= matcher.thresholds.get("item_type", 0.0):
+    if t.label in matcher.slot_of_type and t.confidence >= sure_from:
         return {"slot": matcher.slot_of_type[t.label], "how": f"the predicted item type {t.label} ({t.confidence:.2f})"}
     rows, _ = matcher.art.clip.search(emb, 10)
     votes = pd.Series([matcher.labels["slot"][r] for r in rows]).value_counts()

@@ -43,6 +43,7 @@ class FindResult:
     query_slot: dict | None = None  # combo: the query's outfit slot and how it was decided
     outfit: dict[str, list[Match]] = field(default_factory=dict)  # combo: per complementary slot, the options in score order
     query_image: Image.Image | None = field(default=None, repr=False)  # an upload: the view searched, if not the upload
+    familiarity: float | None = None  # a photo: its 512-D cosine to the nearest catalogue photo (None: a catalogue item)
 
     def to_dict(self) -> dict:
         return asdict(replace(self, query_image=None))  # JSON-ready: no pixels
