@@ -127,6 +127,20 @@ def _picker(page, before=None):
     raise AssertionError(f"the product picker never showed the new upload (still {before})")
 
 
+def _click_box(frame, index: int) -> None:
+    """Click proposal `index` where a user could: a point of its box that no smaller box on top of it covers."""
+    at = frame.evaluate("""i => {
+        const el = document.querySelector(`.box[data-index="${i}"]`), r = el.getBoundingClientRect();
+        for (const fy of [0.5, 0.25, 0.75, 0.1, 0.9]) for (const fx of [0.5, 0.25, 0.75, 0.1, 0.9]) {
+            const x = r.left + fx * r.width, y = r.top + fy * r.height;
+            if (document.elementFromPoint(x, y)?.closest(".box") === el) return {x: fx * r.width, y: fy * r.height};
+        }
+        return null;
+    }""", index)
+    assert at is not None, f"box {index + 1} is covered everywhere by other boxes"
+    frame.locator(f'.box[data-index="{index}"]').click(position=at)
+
+
 def _pick_products(page):
     """Photos no generator of the project's training made (a page screenshot with other products beside it, a product
     on a real photo): their products are boxed; a click on another box searches it; a drawn box searches that."""
@@ -140,11 +154,14 @@ def _pick_products(page):
     frame = _picker(page)
     assert int(frame.locator("body").get_attribute("data-boxes")) >= 3
     page.screenshot(path=str(SHOTS / "picker-page-screenshot.png"), full_page=True)
-    frame.locator('.box[data-index="2"]').click()  # another product of the page (1: the page's own, 2: framing's box)
-    page.get_by_text("searched as product 3 of").first.wait_for(timeout=120_000)
+    # another product of the page: the smallest box, one of the thumbnails below it (1: the page's own product)
+    other = frame.evaluate("""() => [...document.querySelectorAll('.box')].filter(el => el.dataset.index !== "0")
+        .sort((a, b) => a.offsetWidth * a.offsetHeight - b.offsetWidth * b.offsetHeight)[0].dataset.index""")
+    _click_box(frame, int(other))
+    page.get_by_text(f"searched as product {int(other) + 1} of").first.wait_for(timeout=120_000)
     _settle(page)
     _no_error_boxes(page)
-    page.screenshot(path=str(SHOTS / "picker-page-screenshot-product-3.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "picker-page-screenshot-thumbnail.png"), full_page=True)
 
     before = frame.locator("body").get_attribute("data-photo")
     shot = heldout_photo(photos[2], "real_backdrop", 0, 3, (), "score")
