@@ -82,8 +82,9 @@ if filters:
         f"; on a photo further from the catalogue (nearest catalogue photo under similarity {filters['familiar_cosine']:.2f}): "
         + limits(unlike) if unlike else ""),
         help=f"Where each head is right {filters['precision']:.0%} of the time on held-out photos (clean, re-shot and of "
-             "the held-out kinds, from items and real photos the scored figures never use), calibrated apart for the "
-             "re-made photos closer to the catalogue than their median and those further.")
+             "the held-out kinds, from items and real photos the scored figures never use)" + (
+             ", calibrated apart for the re-made photos closer to the catalogue than their median and those further."
+             if unlike else "."))
 if not reports:
     st.info("No ranking check for this build yet: rebuild it (a build checks its own held-out items), or run "
             "`python -m vibe eval --data DIR --subset holdout`.")

@@ -155,7 +155,9 @@ def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder)
     res = matcher.find(_png(tinted), mode="same", k=3)
     assert res.query_view["views"] == 1 and "framed on white" in res.query_view["note"]
     busy = Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 500, 3), dtype=np.uint8))
-    busy.paste(product, (150, 80), product)
+    other = cutout(Image.open(sorted((SAMPLE / "images").iterdir())[9]).convert("RGB").resize((180, 240)))
+    busy.paste(product, (40, 80), product)
+    busy.paste(other, (280, 100), other)  # two products of a size: both among the proposals a search tries
     res = matcher.find(_png(busy), mode="same", k=3)
     # the first proposals (vibe.locate.query.tried), with the whole photo and the segmenter's cut-out beside them (a
     # cut-off or busy photo); the result names the proposal of the view it kept (None: the whole photo or the cut-out)

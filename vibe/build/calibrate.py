@@ -58,20 +58,14 @@ def familiarity_thresholds(clean_probs: dict[str, np.ndarray], clean_codes: dict
     out = {"precision": precision, "thresholds": thresholds(np.ones(len(familiarity), dtype=bool), True)}
     if len(familiarity) < 2 * min_items:
         return out
-    cut = float(np.median(familiarity))
-    familiar = familiarity >= cut
+    cut = float(np.nanmedian(familiarity))
+    familiar = ~(familiarity < cut)  # a photo with no nearest photo (NaN) is not one to call far
     out["thresholds"] = thresholds(familiar, True)
     unfamiliar = thresholds(~familiar, False)
     out["unfamiliar_thresholds"] = {h: unfamiliar[h] if (codes[h][~familiar] >= 0).sum() >= min_items else t
                                     for h, t in out["thresholds"].items()}
     out |= {"familiar_cosine": round(cut, 4), "unfamiliar_share": round(float((~familiar).mean()), 4)}
     return out
-
-
-def nearest_cosine(matcher: Matcher, emb: np.ndarray) -> float:
-    """A query's 512-D cosine to its nearest catalogue photo (what `Matcher.search` reads as its familiarity)."""
-    _, scores = matcher.art.clip.search(emb, 1)
-    return float(scores[0]) if len(scores) else float("nan")
 
 
 def precision_threshold(scores: np.ndarray, right: np.ndarray, precision: float) -> float:
@@ -139,7 +133,7 @@ def check_build(art, encoder: Encoder, store: EmbeddingStore, held: np.ndarray, 
     reshot = art.heads.predict_proba(np.stack(views)) if views else {h: p[:0] for h, p in probs.items()}
     reshot_codes = {h: np.tile(codes[h][calibrate], len(cal_queries)) for h in codes}
     # how close each re-made photo comes to the catalogue (its own original is there, as a user's product would be)
-    familiarity = np.array([nearest_cosine(matcher, v) for v in views])
+    familiarity = np.array([matcher.familiarity(v) for v in views])
     filters = familiarity_thresholds({h: probs[h][clean] for h in probs}, {h: codes[h][clean] for h in codes},
                                      reshot, reshot_codes, familiarity, cfg.filter_precision)
     filters |= {"calibrated_on": [int(i) for i in cal.ids], "calibrated_with": list(cal_queries)}

@@ -76,6 +76,12 @@ class Matcher:
         the photos that far, instead (None: one set for all)."""
         return self.art.metrics.get("filters", {}).get("familiar_cosine")
 
+    def familiarity(self, emb: np.ndarray) -> float:
+        """A query's 512-D cosine to its nearest catalogue photo, any of them (a catalogue photo's own: 1.0): how close
+        it is to the catalogue, which decides its filters' thresholds (see `search`, which reads it off the same search)."""
+        _, scores = self.art.clip.search(emb, 1)
+        return float(scores[0]) if len(scores) else float("nan")
+
     def thresholds_for(self, familiarity: float | None) -> tuple[dict[str, float], bool]:
         """(per head, the confidence from which its prediction filters a query this close to the catalogue; whether
         the query counts as far from the catalogue)."""
@@ -221,13 +227,14 @@ class Matcher:
                                            "with too few items merged"))
             elif preds[h].confidence < thresholds.get(h, 0.0):
                 limit = "never" if thresholds[h] > 1 else f"from confidence {thresholds[h]:.2f} up"
+                far = unfamiliar and thresholds[h] != self.thresholds.get(h)  # the distance is what skipped it
                 filters.append(QueryFilter(h, preds[h].label, preds[h].confidence, "predicted", "skipped",
-                                           "the photo is further from the catalogue than most: the model is not sure "
-                                           f"enough ({preds[h].confidence:.0%})" if unfamiliar else
+                                           "the photo is further from the catalogue than half the calibration photos: "
+                                           f"the model is not sure enough ({preds[h].confidence:.0%})" if far else
                                            f"the model is not sure enough ({preds[h].confidence:.0%})",
                                            (f"its nearest catalogue photo is at similarity {familiarity:.2f}, under "
                                             f"{self.familiar_cosine:.2f} (the calibration photos' median): on photos that far "
-                                            if unfamiliar else "") +
+                                            if far else "") +
                                            f"the {h} filter applies {limit}: from there the head is right "
                                            f"{self.filter_precision or 0:.0%} of the time on held-out photos"))
             else:
@@ -247,9 +254,15 @@ class Matcher:
         base = np.ones(len(self._ids), dtype=bool)
         if exclude:
             base[exclude] = False
-        # the nearest catalogue photos, unfiltered: how familiar the photo is, and same mode's near-identical ones
-        nearest = self.art.clip.search(emb, min(k, 5), base) if mode == "same" or not known else None
-        familiarity = float(nearest[1][0]) if nearest is not None and len(nearest[1]) and not known else None
+        # the nearest catalogue photos, any of them: how close the photo is to the catalogue (what its filters'
+        # thresholds depend on; the query's own excluded photo counts, as at calibration), and, less the excluded
+        # rows, same mode's near-identical ones
+        nearest, familiarity = None, None
+        if mode == "same" or not known:
+            rows, scores = self.art.clip.search(emb, min(k, 5) + len(exclude or ()) if mode == "same" else 1)
+            familiarity = float(scores[0]) if len(scores) and not known else None
+            shown = base[rows]
+            nearest = rows[shown][: min(k, 5)], scores[shown][: min(k, 5)]
         slot, enough = None, 0
         if mode == "combo":
             slot = outfit.query_slot(self, emb, preds, known, self.thresholds_for(familiarity)[0].get("item_type", 0.0))
