@@ -137,8 +137,10 @@ def test_training_saves_a_detector_that_beats_its_untrained_self_and_a_damaged_o
     cfg = replace(detector.cfg, epochs=1)
     more = train_proposals(CatalogConfig(root=small_catalog), tmp_path / "det-more", cfg, init=out)
     assert more["untrained_loss"] == pytest.approx(report["report_loss"], abs=1e-3) and more["epochs_before"] == 10, more
-    with pytest.raises(VibeError, match="width 8 at 64 px"):
+    with pytest.raises(VibeError, match=r"width 8 \(not 16\)"):
         train_proposals(CatalogConfig(root=small_catalog), tmp_path / "det-wider", replace(cfg, width=16), init=out)
+    with pytest.raises(VibeError, match=r"excluded items 0 \(not 1\)"):  # another split: its report scenes were trained on
+        train_proposals(CatalogConfig(root=small_catalog), tmp_path / "det-other", cfg, init=out, exclude_ids={1})
     (out / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(VibeError, match="proposal detector"):
         Detector(out)

@@ -423,10 +423,11 @@ def cmd_train_proposals(a) -> int:
     from dataclasses import replace
     from datetime import datetime, timezone
 
-    from .locate.proposals import DetectorConfig
+    from .locate.proposals import Detector, DetectorConfig
     from .train.proposals import train_proposals
 
-    cfg = replace(DetectorConfig(), **_given(epochs=a.epochs, lr=a.lr))
+    # continuing a detector keeps its own recipe (split, decoding); only what is asked for changes
+    cfg = replace(Detector(a.init, onnx=False).cfg if a.init else DetectorConfig(), **_given(epochs=a.epochs, lr=a.lr))
     out = a.out or (a.workdir or default_workdir()) / "detectors" / f"proposals-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     progress = _progress(a.quiet)
     report = train_proposals(_catalog_config(a), out, cfg, progress=progress, log=_say, exclude_ids=_excluded_ids(a.exclude),

@@ -67,14 +67,19 @@ def _card(folder: Path) -> dict:
     return json.loads((Path(folder) / CONFIG_FILE).read_text())
 
 
-def _continued(folder: Path, cfg: DetectorConfig) -> ProposalNet:
-    """The net of a trained detector, to train further with `cfg` (one VibeError when it is not one of that width)."""
+def _continued(folder: Path, cfg: DetectorConfig, root: Path, catalog: CatalogConfig, excluded: int) -> ProposalNet:
+    """The net of a trained detector, to train further with `cfg`: one VibeError unless it was trained as this run
+    would be (the same net, catalogue, subset, left-out items and split), so that its report scenes stay unseen."""
     from ..locate.proposals import Detector
 
-    before = Detector(Path(folder), onnx=False)
-    if before.cfg.width != cfg.width or before.cfg.side != cfg.side:
-        raise VibeError(f"{folder} is a detector of width {before.cfg.width} at {before.cfg.side} px; training continues "
-                        f"only one of width {cfg.width} at {cfg.side} px.")
+    before, card = Detector(Path(folder), onnx=False), _card(folder)
+    differs = [f"{what} {was} (not {now})" for what, was, now in (
+        ("width", before.cfg.width, cfg.width), ("side", before.cfg.side, cfg.side), ("seed", before.cfg.seed, cfg.seed),
+        ("report_fraction", before.cfg.report_fraction, cfg.report_fraction), ("catalogue", card["trained_on"], root),
+        ("subset", card["subset"], catalog.subset), ("excluded items", card["excluded_items"], excluded)) if str(was) != str(now)]
+    if differs:
+        raise VibeError(f"{folder} was trained with {', '.join(differs)}: training continues a detector only on the "
+                        "catalogue, split and net it was trained with (pass the same --data, --subset and --exclude).")
     return before.net
 
 
@@ -94,7 +99,7 @@ def train_proposals(catalog: CatalogConfig, out_dir: Path, cfg: DetectorConfig =
                     init: Path | None = None) -> dict:
     """Train the detector on scenes of a catalogue's products and save it to `out_dir`. The report: proposal recall
     (IoU >= 0.5) on scenes of products held out of training, before and after. `init`: a trained detector's folder to
-    continue from (its width must be cfg's; the report's "before" is then that detector's recall)."""
+    continue from, trained as this run would be (see _continued); the report's "before" is then that detector's recall."""
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     cat = load_catalog(catalog)
@@ -118,7 +123,7 @@ def train_proposals(catalog: CatalogConfig, out_dir: Path, cfg: DetectorConfig =
     held, fit = order[:n_held], order[n_held:]
     report_gen = torch.Generator().manual_seed(cfg.seed + 1)
     report_images, report_targets, report_boxes = _batch(x, alpha, bbox, held.repeat(4)[:128], report_gen, cfg.side)
-    net = ProposalNet(cfg.width) if init is None else _continued(init, cfg)
+    net = ProposalNet(cfg.width) if init is None else _continued(init, cfg, cat.root, catalog, len(exclude_ids))
     card = _card(init) if init is not None else None
     epochs_before = card["config"]["epochs"] + card["report"].get("epochs_before", 0) if card else 0
     if epochs_before:  # the same split and report scenes, but scenes the detector has not trained on yet
