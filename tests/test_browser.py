@@ -154,6 +154,14 @@ def _pick_products(page):
     frame = _picker(page)
     assert int(frame.locator("body").get_attribute("data-boxes")) >= 3
     page.screenshot(path=str(SHOTS / "picker-page-screenshot.png"), full_page=True)
+    # no box hides a smaller one: at the centre of each box, the box on top is no larger than it (the page's own
+    # product stays clickable inside framing's box around the whole page)
+    hidden = frame.evaluate("""() => [...document.querySelectorAll('.box')].filter(el => {
+        const r = el.getBoundingClientRect(), top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2)
+            .closest('.box');
+        return top.offsetWidth * top.offsetHeight > el.offsetWidth * el.offsetHeight;
+    }).map(el => Number(el.dataset.index) + 1)""")
+    assert not hidden, f"boxes {hidden} are under larger ones at their centre"
     # another product of the page: the smallest box, one of the thumbnails below it (1: the page's own product)
     other = frame.evaluate("""() => [...document.querySelectorAll('.box')].filter(el => el.dataset.index !== "0")
         .sort((a, b) => a.offsetWidth * a.offsetHeight - b.offsetWidth * b.offsetHeight)[0].dataset.index""")
