@@ -47,10 +47,10 @@ def test_decoding_reads_boxes_back_from_the_maps_the_detector_learns():
 def test_the_shipped_detector_finds_products_on_real_photos_and_pages_it_never_saw():
     # data/sample was left out of the detector's training; the scenes' backdrops are real photos (scikit-image's) and
     # the pages are laid out by vibe.eval.heldout, which no training code imports. Issue 20's goal is a scene recall of
-    # 0.90: the shipped detector does not reach it (0.43 on these 40 scenes; 0.524 on the eval's 300, README), so this
-    # guards what it does reach: above the detector before the dead-leaves and close-up backdrops (0.355 here). On pages
-    # that detector put the own box first on 34 of these 40 and this one on 28 (it sometimes boxes the text column);
-    # the eval's 302 pages of held-out items measure 0.877 (goal 0.85; 0.930 before): this guards most pages
+    # 0.90: the shipped detector does not reach it (0.468 on these 40 scenes, 58 of 124 products; 0.588 on the eval's
+    # 300, README), so this guards what it does reach: above the 24-epoch detector it was trained on from (0.427 here,
+    # 53). On pages it puts the own box first on 32 of these 40, the 24-epoch one on 28 (it sometimes boxes the text
+    # column); the eval's 1,510 pages of held-out items measure 0.903 (goal 0.85): this guards most pages
     from vibe.eval.heldout import heldout_photo, scene
 
     detector = load_detector()
@@ -64,14 +64,14 @@ def test_the_shipped_detector_finds_products_on_real_photos_and_pages_it_never_s
         proposals = detector.propose(shot.image)
         total += len(shot.boxes)
         found += sum(any(iou(p.box, b) >= 0.5 for p in proposals) for b in shot.boxes)
-    assert found / total >= 0.38, (found, total)
+    assert found / total >= 0.44, (found, total)
     first = 0
     locator = Locator(True, 160)  # as a query sees them: framing boxes a white page whole, the product comes first
     for key in range(40):
         shot = heldout_photo(photos[key], "page_screenshot", 0, key, photos[key + 1:key + 5], "score")
         proposals = locator.propose(shot.image)[0]
         first += bool(proposals) and iou(proposals[0].box, shot.boxes[shot.target]) >= 0.5
-    assert first / 40 >= 0.65, first
+    assert first / 40 >= 0.72, first
 
 
 def test_training_scenes_of_every_backdrop_family_box_the_products_in_frame():
