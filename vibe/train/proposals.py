@@ -61,18 +61,17 @@ def _batch(x, alpha, bbox, rows, gen, s):
     return torch.stack(images), [torch.stack(t) for t in zip(*targets)], boxes
 
 
-def _card(folder: Path) -> dict:
+def _continued(folder: Path, cfg: DetectorConfig, root: Path, catalog: CatalogConfig,
+               excluded: int) -> tuple[ProposalNet, int]:
+    """The net of a trained detector, to train further with `cfg`, and the epochs it has trained (its own continuations
+    included): one VibeError unless it was trained as this run would be (the same net, catalogue, subset, left-out
+    items and split), so that its report scenes stay unseen."""
     import json
 
-    return json.loads((Path(folder) / CONFIG_FILE).read_text())
-
-
-def _continued(folder: Path, cfg: DetectorConfig, root: Path, catalog: CatalogConfig, excluded: int) -> ProposalNet:
-    """The net of a trained detector, to train further with `cfg`: one VibeError unless it was trained as this run
-    would be (the same net, catalogue, subset, left-out items and split), so that its report scenes stay unseen."""
     from ..locate.proposals import Detector
 
-    before, card = Detector(Path(folder), onnx=False), _card(folder)
+    before = Detector(Path(folder), onnx=False)
+    card = json.loads((Path(folder) / CONFIG_FILE).read_text())
     differs = [f"{what} {was} (not {now})" for what, was, now in (
         ("width", before.cfg.width, cfg.width), ("side", before.cfg.side, cfg.side), ("seed", before.cfg.seed, cfg.seed),
         ("report_fraction", before.cfg.report_fraction, cfg.report_fraction), ("catalogue", card["trained_on"], root),
@@ -80,7 +79,7 @@ def _continued(folder: Path, cfg: DetectorConfig, root: Path, catalog: CatalogCo
     if differs:
         raise VibeError(f"{folder} was trained with {', '.join(differs)}: training continues a detector only on the "
                         "catalogue, split and net it was trained with (pass the same --data, --subset and --exclude).")
-    return before.net
+    return before.net, card["config"]["epochs"] + card["report"].get("epochs_before", 0)
 
 
 def proposal_recall(net: ProposalNet, images: torch.Tensor, boxes: list, cfg: DetectorConfig, threshold: float = 0.5) -> float:
@@ -123,9 +122,8 @@ def train_proposals(catalog: CatalogConfig, out_dir: Path, cfg: DetectorConfig =
     held, fit = order[:n_held], order[n_held:]
     report_gen = torch.Generator().manual_seed(cfg.seed + 1)
     report_images, report_targets, report_boxes = _batch(x, alpha, bbox, held.repeat(4)[:128], report_gen, cfg.side)
-    net = ProposalNet(cfg.width) if init is None else _continued(init, cfg, cat.root, catalog, len(exclude_ids))
-    card = _card(init) if init is not None else None
-    epochs_before = card["config"]["epochs"] + card["report"].get("epochs_before", 0) if card else 0
+    net, epochs_before = (ProposalNet(cfg.width), 0) if init is None else _continued(init, cfg, cat.root, catalog,
+                                                                                     len(exclude_ids))
     if epochs_before:  # the same split and report scenes, but scenes the detector has not trained on yet
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + 2 + epochs_before)
 
@@ -164,7 +162,7 @@ def train_proposals(catalog: CatalogConfig, out_dir: Path, cfg: DetectorConfig =
               "report_recall": round(proposal_recall(net, report_images, report_boxes, cfg), 4),
               "untrained_recall": round(untrained, 4), "report_loss": held_loss(), "untrained_loss": untrained_loss,
               "train_seconds": round(time.perf_counter() - t_start, 1)}
-    if card:  # the epochs it had trained, its own continuations included
+    if init is not None:
         report |= {"continued_from": str(init), "epochs_before": epochs_before}
     save_trained(out_dir, net, "vibe-proposals", WEIGHTS_FILE, CONFIG_FILE, cfg, cat.root, catalog, len(exclude_ids), report,
                  "the proposal detector")
