@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 from conftest import SAMPLE, fast_build_config
 from PIL import Image
 
@@ -139,18 +140,18 @@ class _SlowEncoder:
     def __init__(self, gate: threading.Event | None = None, delay: float = 0.05):
         self.calls, self.gate, self.delay = [], gate, delay
 
-    def encode_views(self, views, batch_size=32):
+    def embed_many(self, pixels, batch_size=32):
         if self.gate:
             self.gate.wait(5)
         time.sleep(self.delay)
-        self.calls.append(len(views))
-        return np.asarray([[v, v, v] for v in views], dtype=np.float32)
+        self.calls.append(len(pixels))
+        return np.asarray([[v, v, v] for v in pixels[:, 0].tolist()], dtype=np.float32)
 
 
 def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_rows():
     enc, batcher = _SlowEncoder(), Batcher(max_batch=16, window=0.02, max_queue=64)
     with ThreadPoolExecutor(12) as pool:
-        futures = list(pool.map(lambda i: batcher.submit(enc, [i, i + 0.5]), range(12)))
+        futures = list(pool.map(lambda i: batcher.submit(enc, torch.tensor([[i], [i + 0.5]])), range(12)))
         got = [f.result(5) for f in futures]
     for i, rows in enumerate(got):
         assert rows[:, 0].tolist() == [i, i + 0.5]
@@ -161,11 +162,11 @@ def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_rows():
 def test_a_full_queue_refuses_at_once_instead_of_growing():
     gate = threading.Event()
     enc, batcher = _SlowEncoder(gate, 0), Batcher(max_batch=1, window=0, max_queue=2)
-    first = batcher.submit(enc, [1])
+    first = batcher.submit(enc, torch.tensor([[1.0]]))
     time.sleep(0.1)  # the worker holds the first job (its forward pass waits at the gate)
-    queued = [batcher.submit(enc, [2]), batcher.submit(enc, [3])]
+    queued = [batcher.submit(enc, torch.tensor([[2.0]])), batcher.submit(enc, torch.tensor([[3.0]]))]
     with pytest.raises(Overloaded, match="busy"):
-        batcher.submit(enc, [4])
+        batcher.submit(enc, torch.tensor([[4.0]]))
     gate.set()
     assert [f.result(5)[0, 0] for f in [first, *queued]] == [1, 2, 3]
     batcher.close()

@@ -118,8 +118,18 @@ class Encoder:
 
     def encode_views(self, views: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         """Embed images that are already framed or cropped (query views): preprocessing only, no framing again."""
-        out = [self.embed_pixels(torch.stack([self.preprocess(v) for v in views[s:s + batch_size]]))
-               for s in range(0, len(views), batch_size)]
+        return self.embed_many(self.pixels(views), batch_size)
+
+    def pixels(self, views: Sequence[Image.Image]) -> torch.Tensor:
+        """Query views as the model's input, (n, 3, side, side). Made where the views are made (a request's or a batch
+        reader's thread), so that the thread running the model does nothing else."""
+        if not len(views):
+            return torch.zeros((0, 3, self.input_side, self.input_side))
+        return torch.stack([self.preprocess(v) for v in views])
+
+    def embed_many(self, pixels: torch.Tensor, batch_size: int = 32) -> np.ndarray:
+        """embed_pixels over any number of inputs, `batch_size` at a time."""
+        out = [self.embed_pixels(pixels[s:s + batch_size]) for s in range(0, len(pixels), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     @property

@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..errors import VibeError
 from ..util.files import atomic_path, content_hash
@@ -148,12 +149,12 @@ def match_photos(matcher, photos: list[Photo], *, mode: str = "same", k: int = 5
         try:
             data = photo.read()
             digest = content_hash(data)
-            return (photo, digest, None) if digest in done else (photo, digest, matcher.locate(data, photo.name))
+            return (photo, digest, None) if digest in done else (photo, digest, matcher.locate_pixels(data, photo.name))
         except VibeError as e:
             return photo, digest, e
 
     def locate(part: list[Photo]):
-        return list(readers.map(one, part))  # two photos at a time: decoding and framing release the GIL
+        return list(readers.map(one, part))  # two photos at a time: decoding, framing, preprocessing release the GIL
 
     chunks = [photos[s:s + chunk] for s in range(0, len(photos), chunk)]
     with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(max_workers=2) as readers:
@@ -169,8 +170,8 @@ def match_photos(matcher, photos: list[Photo], *, mode: str = "same", k: int = 5
 
 
 def _match_chunk(matcher, located, mode: str, k: int, tau, summary: BatchSummary) -> list[dict]:
-    views = [v for _, _, got in located if isinstance(got, tuple) and got[0] is not None for v in got[0].views]
-    emb = matcher.encoder.encode_views(views) if views else np.zeros((0, matcher.encoder.dim), np.float32)
+    pixels = [got[2] for _, _, got in located if isinstance(got, tuple) and got[0] is not None]
+    emb = matcher.encoder.embed_many(torch.cat(pixels)) if pixels else np.zeros((0, matcher.encoder.dim), np.float32)
     rows, start = [], 0
     for photo, digest, got in located:
         if got is None:
@@ -180,7 +181,7 @@ def _match_chunk(matcher, located, mode: str, k: int, tau, summary: BatchSummary
             summary.errors += 1
             rows.append({"query": photo.name, "hash": digest, "status": "error", "error": str(got)})
             continue
-        found, exclude = got
+        found, exclude, _ = got
         n = len(found.views) if found is not None else 0
         # a photo with the very bytes of a catalogue photo is that item: here it is the answer, not left out
         result = matcher.search_views(found, mode=mode, k=k, exclude=exclude, include_same=True,

@@ -130,6 +130,13 @@ class Matcher:
             return None, exclude
         return self.locator.views(load_image(image, name, self.encoder.decode_side), box, proposal, every), exclude
 
+    def locate_pixels(self, image: ImageSource, name: str | None = None, box=None, proposal: int | None = None,
+                      every: bool = False):
+        """`locate`, and the views as the model's input (None with no views to embed): what a caller that batches
+        many photos' forward passes (vibe.serve, vibe.search.batch) prepares on the photo's own thread."""
+        found, exclude = self.locate(image, name, box, proposal, every)
+        return found, exclude, None if found is None else self.encoder.pixels(found.views)
+
     def search_views(self, found, *, mode: str = "same", k: int = 10, per_slot: int = 4, exclude=(),
                      embedded: np.ndarray | None = None, include_same: bool = False) -> FindResult:
         """Search a located photo (`locate`): its views embedded (or their `embedded` vectors, when a caller batched

@@ -93,8 +93,8 @@ def create_app(cfg: ServeConfig, served: Served | None = None) -> FastAPI:
         # sixteen requests do not fight over two cores (and the batching thread) with thirty-two threads
         return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=state["cpu"])
 
-    async def embed(encoder, views):
-        return await asyncio.wrap_future(state["batcher"].submit(encoder, views))
+    async def embed(encoder, pixels):
+        return await asyncio.wrap_future(state["batcher"].submit(encoder, pixels))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
@@ -177,13 +177,13 @@ def create_app(cfg: ServeConfig, served: Served | None = None) -> FastAPI:
             return JSONResponse(res.to_dict())
         data, label = await image.read(), image.filename or "the upload"
         _check_pixels(data, cfg.max_pixels, label)
-        found, exclude = await work(b.matcher.locate, data, label, _parse_box(box),
-                                                 product - 1 if product else None, all)
+        found, exclude, pixels = await work(b.matcher.locate_pixels, data, label, _parse_box(box),
+                                            product - 1 if product else None, all)
         if found is None:  # the very bytes of a catalogue photo: its stored embedding, nothing to embed
             res = await work(lambda: b.matcher.search_views(None, mode=mode, k=k, per_slot=per_slot,
                                                                           exclude=exclude))
             return JSONResponse([res.to_dict()] if all else res.to_dict())
-        emb = await embed(b.encoder, found.views)
+        emb = await embed(b.encoder, pixels)
         if all:
             results = await work(lambda: b.matcher.search_every(found, exclude, mode=mode, k=k,
                                                                              per_slot=per_slot, embedded=emb))
@@ -214,7 +214,7 @@ def create_app(cfg: ServeConfig, served: Served | None = None) -> FastAPI:
             for data, label in named:
                 _check_pixels(data, cfg.max_pixels, label)
                 out.append(enc.catalogue_view(load_image(data, label, enc.decode_side)))
-            return out
+            return enc.pixels(out)
 
         vectors = await embed(enc, await work(views))
         return JSONResponse({"backbone": enc.name, "fingerprint": enc.fingerprint, "dim": enc.dim,

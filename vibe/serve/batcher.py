@@ -1,5 +1,6 @@
-"""Dynamic batching: the views of concurrent requests go through the encoder together, on one thread off the event
-loop, so throughput under load approaches batch embedding while a lone request waits no longer than `window`."""
+"""Dynamic batching: the preprocessed views of concurrent requests go through the encoder together, on one thread off
+the event loop that runs the model and nothing else, so throughput under load approaches batch embedding while a lone
+request waits no longer than `window`."""
 from __future__ import annotations
 
 import queue
@@ -9,6 +10,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ..errors import VibeError
 
@@ -24,12 +26,12 @@ class Overloaded(VibeError):
 @dataclass
 class _Job:
     encoder: object
-    views: list
+    pixels: torch.Tensor  # (n, 3, side, side): the request's views as the model's input (Encoder.pixels)
     future: Future = field(default_factory=Future)
 
 
 class Batcher:
-    """`submit(encoder, views)` -> a Future of their (n, dim) embeddings. One worker thread takes the oldest job, waits
+    """`submit(encoder, pixels)` -> a Future of their (n, dim) embeddings. One worker thread takes the oldest job, waits
     up to `window` seconds for more (never past `max_batch` views), and embeds them in one forward pass. At most
     `max_queue` jobs wait; one more is refused (Overloaded) instead of the queue growing without end."""
 
@@ -43,9 +45,9 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="vibe-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, encoder, views) -> Future:
-        job = _Job(encoder, list(views))
-        if not job.views:
+    def submit(self, encoder, pixels: torch.Tensor) -> Future:
+        job = _Job(encoder, pixels)
+        if not len(pixels):
             job.future.set_result(np.zeros((0, encoder.dim), np.float32))
             return job.future
         try:
@@ -74,7 +76,7 @@ class Batcher:
             first = self._next(None)
             if first is None:
                 return
-            jobs, n, deadline = [first], len(first.views), time.monotonic() + self.window
+            jobs, n, deadline = [first], len(first.pixels), time.monotonic() + self.window
             while n < self.max_batch:
                 try:
                     job = self._next(deadline - time.monotonic())
@@ -83,16 +85,17 @@ class Batcher:
                 if job is None:  # closing: finish this batch first
                     self._queue.put(None)
                     break
-                if job.encoder is not first.encoder or n + len(job.views) > self.max_batch:
+                if job.encoder is not first.encoder or n + len(job.pixels) > self.max_batch:
                     self._carry = job  # another build's encoder, or it would overflow the batch: it opens the next one
                     break
                 jobs.append(job)
-                n += len(job.views)
+                n += len(job.pixels)
             self._run(jobs)
 
     def _run(self, jobs: list[_Job]) -> None:
         try:
-            emb = jobs[0].encoder.encode_views([v for j in jobs for v in j.views], batch_size=self.max_batch)
+            pixels = jobs[0].pixels if len(jobs) == 1 else torch.cat([j.pixels for j in jobs])
+            emb = jobs[0].encoder.embed_many(pixels, batch_size=self.max_batch)
         except Exception as e:  # noqa: BLE001 - the error belongs to the requests that asked, not to the worker
             for j in jobs:
                 j.future.set_exception(e)
@@ -100,5 +103,5 @@ class Batcher:
         self.batches, self.views = self.batches + 1, self.views + len(emb)
         start = 0
         for j in jobs:
-            j.future.set_result(emb[start:start + len(j.views)])
-            start += len(j.views)
+            j.future.set_result(emb[start:start + len(j.pixels)])
+            start += len(j.pixels)
