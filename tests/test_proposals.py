@@ -118,7 +118,9 @@ def test_the_detector_on_onnx_runtime_proposes_what_torch_does_and_torch_takes_o
     assert fallback.session is None and [p.box for p in fallback.propose(shots[4])] == [p.box for p in exact.propose(shots[4])]
 
 
-def test_training_saves_a_detector_that_beats_its_untrained_self_and_a_damaged_one_is_one_clear_error(small_catalog, tmp_path):
+def test_training_saves_a_detector_that_beats_its_untrained_self_and_a_damaged_one_is_one_clear_error(small_catalog, tmp_path,
+                                                                                                     monkeypatch):
+    import vibe.train.proposals as training
     from vibe.config import CatalogConfig
     from vibe.train.proposals import train_proposals
 
@@ -137,6 +139,8 @@ def test_training_saves_a_detector_that_beats_its_untrained_self_and_a_damaged_o
     cfg = replace(detector.cfg, epochs=1)
     more = train_proposals(CatalogConfig(root=small_catalog), tmp_path / "det-more", cfg, init=out)
     assert more["untrained_loss"] == pytest.approx(report["report_loss"], abs=1e-3) and more["epochs_before"] == 10, more
+    # a detector that cannot be continued is refused before any photo is decoded (minutes on a real catalogue)
+    monkeypatch.setattr(training, "decode_framed", lambda *a, **k: pytest.fail("photos decoded before the refusal"))
     with pytest.raises(VibeError, match=r"width 8 \(not 16\)"):
         train_proposals(CatalogConfig(root=small_catalog), tmp_path / "det-wider", replace(cfg, width=16), init=out)
     with pytest.raises(VibeError, match=r"excluded items 0 \(not 1\)"):  # another split: its report scenes were trained on

@@ -107,6 +107,8 @@ def train_proposals(catalog: CatalogConfig, out_dir: Path, cfg: DetectorConfig =
     items = cat.items[~cat.items["id"].isin(list(exclude_ids))].reset_index(drop=True)
     if len(items) < len(cat.items):
         log(f"  left out {len(cat.items) - len(items)} excluded items")
+    # a detector that cannot be continued is refused now, not after minutes of decoding
+    continued = None if init is None else _continued(init, cfg, cat.root, catalog, len(exclude_ids))
     pixels, masks, ok = decode_framed([cat.root / p for p in items["path"]], PRODUCT_SIDE, True, progress)
     if len(ok) < 50:
         raise VibeError(f"the proposal detector needs at least 50 readable studio photos; {catalog.root} has {len(ok)}.")
@@ -122,8 +124,7 @@ def train_proposals(catalog: CatalogConfig, out_dir: Path, cfg: DetectorConfig =
     held, fit = order[:n_held], order[n_held:]
     report_gen = torch.Generator().manual_seed(cfg.seed + 1)
     report_images, report_targets, report_boxes = _batch(x, alpha, bbox, held.repeat(4)[:128], report_gen, cfg.side)
-    net, epochs_before = (ProposalNet(cfg.width), 0) if init is None else _continued(init, cfg, cat.root, catalog,
-                                                                                     len(exclude_ids))
+    net, epochs_before = continued or (ProposalNet(cfg.width), 0)
     if epochs_before:  # the same split and report scenes, but scenes the detector has not trained on yet
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + 2 + epochs_before)
 
