@@ -59,6 +59,16 @@ def test_batching_does_not_change_embeddings(tiny_encoder):
     np.testing.assert_allclose(tiny_encoder.encode_images(imgs, batch_size=3), tiny_encoder.encode_images(imgs, batch_size=7), atol=1e-5)
 
 
+def test_views_are_prepared_one_batch_at_a_time_and_embed_as_in_one_batch(tiny_encoder, monkeypatch):
+    # an evaluation or a build's calibration embeds thousands of views: the model's input of all of them at once is GBs
+    views = [Image.open(p).convert("RGB") for p in _some_images(7)]
+    whole = tiny_encoder.embed_many(tiny_encoder.pixels(views), batch_size=7)
+    sizes, pixels = [], tiny_encoder.pixels
+    monkeypatch.setattr(tiny_encoder, "pixels", lambda vs: sizes.append(len(vs)) or pixels(vs))
+    np.testing.assert_allclose(tiny_encoder.encode_views(views, batch_size=3), whole, atol=1e-5)
+    assert sizes == [3, 3, 1]
+
+
 def test_bad_image_raises_one_clear_error_or_is_reported(tiny_encoder, tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("this is not a photo")

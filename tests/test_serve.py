@@ -173,7 +173,7 @@ def test_a_full_queue_refuses_at_once_instead_of_growing():
 
 
 def test_an_overloaded_server_answers_503_with_retry_after(client, monkeypatch):
-    def full(self, encoder, views):
+    def full(self, encoder, pixels):
         raise Overloaded("The server is busy: 64 requests are already waiting for the model; retry in a second.")
 
     monkeypatch.setattr(Batcher, "submit", full)

@@ -117,8 +117,10 @@ class Encoder:
         return self.encode_views(found.views), found.framing
 
     def encode_views(self, views: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        """Embed images that are already framed or cropped (query views): preprocessing only, no framing again."""
-        return self.embed_many(self.pixels(views), batch_size)
+        """Embed images that are already framed or cropped (query views): preprocessing only, no framing again. One
+        batch's input at a time: an evaluation or a build calibrates on thousands of views."""
+        out = [self.embed_pixels(self.pixels(views[s:s + batch_size])) for s in range(0, len(views), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def pixels(self, views: Sequence[Image.Image]) -> torch.Tensor:
         """Query views as the model's input, (n, 3, side, side). Made where the views are made (a request's or a batch

@@ -132,8 +132,8 @@ class Matcher:
 
     def locate_pixels(self, image: ImageSource, name: str | None = None, box=None, proposal: int | None = None,
                       every: bool = False):
-        """`locate`, and the views as the model's input (None with no views to embed): what a caller that batches
-        many photos' forward passes (vibe.serve, vibe.search.batch) prepares on the photo's own thread."""
+        """`locate`, and the views as the model's input (None for a catalogue photo's very bytes): what a caller that
+        batches many photos' forward passes (vibe.serve, vibe.search.batch) prepares on the photo's own thread."""
         found, exclude = self.locate(image, name, box, proposal, every)
         return found, exclude, None if found is None else self.encoder.pixels(found.views)
 

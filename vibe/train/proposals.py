@@ -124,7 +124,7 @@ def train_proposals(catalog: CatalogConfig, out_dir: Path, cfg: DetectorConfig =
     held, fit = order[:n_held], order[n_held:]
     report_gen = torch.Generator().manual_seed(cfg.seed + 1)
     report_images, report_targets, report_boxes = _batch(x, alpha, bbox, held.repeat(4)[:128], report_gen, cfg.side)
-    net, epochs_before = continued or (ProposalNet(cfg.width), 0)
+    net, epochs_before = (ProposalNet(cfg.width), 0) if continued is None else continued
     if epochs_before:  # the same split and report scenes, but scenes the detector has not trained on yet
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + 2 + epochs_before)
 
