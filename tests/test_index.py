@@ -28,16 +28,70 @@ def test_faiss_equals_brute_force_numpy(vectors):
         np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
 
 
-def test_filtered_search_equals_brute_force_numpy(vectors):
+@pytest.mark.parametrize("share", [0.05, 0.8])  # a narrow filter goes through FAISS' ID selector, a wide one a full scan
+@pytest.mark.parametrize("scanned_first", [False, True])  # the query's scores kept from its unfiltered search
+def test_filtered_search_equals_brute_force_numpy(vectors, share, scanned_first):
     index = VectorIndex.build(vectors)
     rng = np.random.default_rng(1)
     for q in vectors[:20]:
-        allowed = rng.random(len(vectors)) < 0.05
+        allowed = rng.random(len(vectors)) < share
+        if scanned_first:
+            index.search(q, 10)
         rows, scores = index.search(q, 10, allowed)
         ref_rows, ref_scores = brute_force(vectors, q, 10, allowed)
         np.testing.assert_array_equal(rows, ref_rows)
         np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
         assert allowed[rows].all()
+
+
+def test_exact_search_of_duplicate_photos_keeps_the_lowest_rows_whatever_the_thread_searched_before(vectors):
+    """Identical vectors (a photo in the catalogue twice) tie: the lowest rows come first and are the ones kept at the
+    k-th place, whether the query's scores were kept from an earlier search or not."""
+    rng = np.random.default_rng(2)
+    dup = vectors[rng.integers(0, 40, 600)]
+    for q in dup[:10]:
+        allowed = rng.random(len(dup)) < 0.3
+        for k in (1, 4, 12):
+            expected = brute_force(dup, q, k, allowed)
+            cold = VectorIndex.build(dup).search(q, k, allowed)
+            index = VectorIndex.build(dup)
+            index.search(q, k)
+            kept = index.search(q, k, allowed)
+            for rows, scores in (cold, kept):
+                np.testing.assert_array_equal(rows, expected[0])
+                np.testing.assert_allclose(scores, expected[1], atol=1e-6)
+            np.testing.assert_array_equal(index.search(q, k)[0], brute_force(dup, q, k)[0])
+
+
+def test_a_filter_of_another_length_is_one_clear_error_and_a_filtered_out_row_never_comes_back():
+    import faiss
+
+    from vibe.errors import VibeError
+
+    vectors = np.eye(4, dtype=np.float32)
+    vectors[1, 1] = -np.inf  # an allowed row that scores -inf must not let a filtered-out one (row 0) in
+    raw = faiss.IndexFlatIP(4)
+    raw.add(vectors)
+    index = VectorIndex(raw)
+    allowed = np.array([False, True, True, True])
+    rows, _ = index.search(np.ones(4), 3, allowed)
+    assert sorted(rows) == [1, 2, 3]
+    with pytest.raises(VibeError, match="filter of 3 rows"):
+        index.search(np.ones(4), 2, np.ones(3, bool))
+
+
+def test_a_query_of_another_dimension_is_one_clear_error_and_an_index_copies(vectors):
+    import copy
+    import pickle
+
+    from vibe.errors import VibeError
+
+    index = VectorIndex.build(vectors)
+    with pytest.raises(VibeError, match="32-D query cannot search a 64-D index"):
+        index.search(vectors[0][:32], 5)
+    index.search(vectors[0], 5)
+    for twin in (copy.deepcopy(index), pickle.loads(pickle.dumps(index))):
+        np.testing.assert_array_equal(twin.search(vectors[0], 5)[0], brute_force(vectors, vectors[0], 5)[0])
 
 
 def test_filter_with_fewer_rows_than_k_returns_only_those(vectors):
