@@ -76,7 +76,10 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
                 im.draft(im.mode, (max_side, max_side))
             im.load()
             factor = full / im.width  # a reduced decode: boxes the user gives or sees are in the photo's own pixels
-            im = _to_rgb(ImageOps.exif_transpose(im))
+            ImageOps.exif_transpose(im, in_place=True)  # a photo that needs no turn is not copied
+            # nor one decoded as RGB already (a JPEG, most PNGs): a plain image over the same pixels, without the file
+            # reader's state (a WebP decoder, an animated PNG's bytes)
+            im = im._new(im.im) if im.mode == "RGB" else _to_rgb(im)
             im.info["scale"] = factor
             return im
     except ImageError:
