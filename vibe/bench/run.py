@@ -52,7 +52,7 @@ class BenchConfig:
     ray_images: int = 2000  # a fixed start-up (Ray Data, actor processes: about 8 s here) is paid once per build
     serve_items: int = 300  # the catalogue `vibe serve` answers from in the serving figures (vibe.bench.serving)
     serve_photos: int = 64  # distinct query photos the clients send
-    serve_requests: int = 160  # requests at each of 1, 4 and 16 clients
+    serve_requests: int = 480  # requests at each of 1, 4 and 16 clients (30 a client at 16: the ramp at the ends matters less)
     serve_mixed: int = 2000  # requests with 10 % bad inputs mixed in
     match_photos: int = 500  # the folder `vibe match` runs on
 

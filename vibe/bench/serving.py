@@ -165,9 +165,12 @@ def serve(ctx) -> dict:
     others = items["path"].iloc[cfg.serve_items: cfg.serve_items + cfg.serve_photos]  # not in the build: embedded
     photos = [_photo_upload(root / p) for p in others]
     encoder.encode_images(photos[:cfg.batch_size], cfg.batch_size)  # warm-up
-    t = time.perf_counter()
-    encoder.encode_images(photos, cfg.batch_size)
-    encode_ips = len(photos) / (time.perf_counter() - t)
+    seconds = []
+    for _ in range(3):  # one pass over the photos takes a second or two: the median of three
+        t = time.perf_counter()
+        encoder.encode_images(photos, cfg.batch_size)
+        seconds.append(time.perf_counter() - t)
+    encode_ips = len(photos) / float(np.median(seconds))
     good = [Call("good", {"files": {"image": (f"p{i}.jpg", p)}, "params": {"k": 10}}) for i, p in enumerate(photos)]
     server = Server(work, ctx.tmp / "serve.log")
     try:
