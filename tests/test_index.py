@@ -28,7 +28,7 @@ def test_faiss_equals_brute_force_numpy(vectors):
         np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
 
 
-@pytest.mark.parametrize("share", [0.05, 0.8])  # a narrow filter goes through FAISS' ID selector, a wide one a full scan
+@pytest.mark.parametrize("share", [0.05, 0.8])  # a narrow filter and a wide one
 @pytest.mark.parametrize("scanned_first", [False, True])  # the query's scores kept from its unfiltered search
 def test_filtered_search_equals_brute_force_numpy(vectors, share, scanned_first):
     index = VectorIndex.build(vectors)
