@@ -145,6 +145,9 @@ def parser() -> argparse.ArgumentParser:
     tp.add_argument("--init", type=Path, default=None, metavar="DETECTOR",
                     help="continue training this trained detector's folder (e.g. checkpoints/proposals) instead of a new net")
     tp.add_argument("--lr", type=float, default=None, help="peak learning rate (default from DetectorConfig)")
+    tp.add_argument("--side", type=int, default=None,
+                    help="input side in pixels (default from DetectorConfig; with --init, a detector trained at another "
+                         "side is trained on at this one: the net is fully convolutional)")
 
     bn = sub.add_parser("bench", help="measure every stage against its physical limit and the prototype's way",
                         description="Embedding pipeline vs bare forward, fast path vs the prototype, query latency on a 44,000-item index, "
@@ -427,7 +430,7 @@ def cmd_train_proposals(a) -> int:
     from .train.proposals import train_proposals
 
     # continuing a detector keeps its own recipe (split, decoding); only what is asked for changes
-    cfg = replace(Detector(a.init, onnx=False).cfg if a.init else DetectorConfig(), **_given(epochs=a.epochs, lr=a.lr))
+    cfg = replace(Detector(a.init, onnx=False).cfg if a.init else DetectorConfig(), **_given(epochs=a.epochs, lr=a.lr, side=a.side))
     out = a.out or (a.workdir or default_workdir()) / "detectors" / f"proposals-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     progress = _progress(a.quiet)
     report = train_proposals(_catalog_config(a), out, cfg, progress=progress, log=_say, exclude_ids=_excluded_ids(a.exclude),

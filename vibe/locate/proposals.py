@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 from ..config import REPO_ROOT
+from ..errors import VibeError
 from ..util.checkpoint import load_trained
 from ..util.files import atomic_path, cache_root
 from .boxes import iou
@@ -39,6 +40,11 @@ class DetectorConfig:
     max_products: int = 6
     report_fraction: float = 0.05
     seed: int = 0
+
+    def __post_init__(self):
+        if self.side < 64 or self.side % 16:
+            raise VibeError(f"the detector's side must be a multiple of 16 from 64 up (the net halves it four times), "
+                            f"not {self.side}.")
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,8 @@ def _continued(folder: Path, cfg: DetectorConfig, root: Path, catalog: CatalogCo
                excluded: int) -> tuple[ProposalNet, int]:
     """The net of a trained detector, to train further with `cfg`, and the epochs it has trained (its own continuations
     included): one VibeError unless it was trained as this run would be (the same net, catalogue, subset, left-out
-    items and split), so that its report scenes stay unseen."""
+    items and split), so that its report scenes stay unseen. The input side may change: the net is fully
+    convolutional, and the report scenes are the same products' (made at the new side)."""
     import json
 
     from ..locate.proposals import Detector
@@ -73,7 +74,7 @@ def _continued(folder: Path, cfg: DetectorConfig, root: Path, catalog: CatalogCo
     before = Detector(Path(folder), onnx=False)
     card = json.loads((Path(folder) / CONFIG_FILE).read_text())
     differs = [f"{what} {was} (not {now})" for what, was, now in (
-        ("width", before.cfg.width, cfg.width), ("side", before.cfg.side, cfg.side), ("seed", before.cfg.seed, cfg.seed),
+        ("width", before.cfg.width, cfg.width), ("seed", before.cfg.seed, cfg.seed),
         ("report_fraction", before.cfg.report_fraction, cfg.report_fraction), ("catalogue", card["trained_on"], root),
         ("subset", card["subset"], catalog.subset), ("excluded items", card["excluded_items"], excluded)) if str(was) != str(now)]
     if differs:
