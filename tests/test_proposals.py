@@ -47,11 +47,10 @@ def test_decoding_reads_boxes_back_from_the_maps_the_detector_learns():
 def test_the_shipped_detector_finds_products_on_real_photos_and_pages_it_never_saw():
     # data/sample was left out of the detector's training; the scenes' backdrops are real photos (scikit-image's) and
     # the pages are laid out by vibe.eval.heldout, which no training code imports. Issue 20's goal is a scene recall of
-    # 0.90: the shipped detector (192 px) does not reach it (0.484 on these 40 scenes, 60 of 124 products; the 84-epoch
-    # one at 128 px 59, the eval's 300: README), so this guards what it does reach: above the 24-epoch detector it was
-    # trained on from (0.427 here, 53). On pages it puts the own box first on 38 of these 40 (the 84-epoch one on 31,
-    # the 24-epoch one on 28: it sometimes boxes the text column); the eval's 1,510 pages of held-out items: README
-    # (goal 0.85): this guards most pages
+    # 0.90: the shipped detector does not reach it (0.476 on these 40 scenes, 59 of 124 products; the eval's 300: README),
+    # so this guards what it does reach: above the 24-epoch detector it was trained on from (0.427 here, 53). On pages
+    # it puts the own box first on 31 of these 40, the 24-epoch one on 28 (it sometimes boxes the text column); the
+    # eval's 1,510 pages of held-out items: README (goal 0.85): this guards most pages
     from vibe.eval.heldout import heldout_photo, scene
 
     detector = load_detector()

@@ -130,8 +130,7 @@ def rank(proposals: list[Proposal], size: tuple[int, int]) -> list[Proposal]:
 
 def onnx_session(net: ProposalNet, side: int, weights: str):
     """The net on ONNX Runtime, one thread (a query's other work runs beside it): a 128-px photo in about 1.4 ms
-    instead of eager torch's 4.5 (its per-layer overhead on a net this small; `propose` at the shipped 192 px, letterboxing
-    included: 3.3 ms, against 1.8 at 128). Exported once per weights and side into
+    instead of eager torch's 4.5 (its per-layer overhead on a net this small). Exported once per weights and side into
     the cache (vibe.util.files.cache_root); None where ONNX Runtime or the export is unavailable: torch runs it then."""
     try:
         import onnxruntime as ort
