@@ -139,7 +139,7 @@ def test_training_saves_a_detector_that_beats_its_untrained_self_and_a_damaged_o
     cfg = replace(detector.cfg, epochs=1)
     more = train_proposals(CatalogConfig(root=small_catalog), tmp_path / "det-more", cfg, init=out)
     assert more["untrained_loss"] == pytest.approx(report["report_loss"], abs=1e-3) and more["epochs_before"] == 10, more
-    # and at another input side (the net is fully convolutional): the shipped detector went from 128 to 192 px this way
+    # and at another input side (the net is fully convolutional; README: a 128-px detector trained on at 192 px)
     larger = train_proposals(CatalogConfig(root=small_catalog), tmp_path / "det-80", replace(cfg, side=80), init=out)
     assert Detector(tmp_path / "det-80").cfg.side == 80 and larger["epochs_before"] == 10, larger
     with pytest.raises(VibeError, match="multiple of 16"):  # the net halves the side four times
