@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..config import REPO_ROOT
-from ..errors import VibeError
+from ..config import REPO_ROOT, _check
 from ..util.checkpoint import load_trained
 from ..util.files import atomic_path, cache_root
 from .boxes import iou
@@ -42,9 +41,8 @@ class DetectorConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.side < 64 or self.side % 16:
-            raise VibeError(f"the detector's side must be a multiple of 16 from 64 up (the net halves it four times), "
-                            f"not {self.side}.")
+        _check(self.side >= 64 and self.side % 16 == 0, "the detector's side must be a multiple of 16 from 64 up (the "
+               f"net halves it four times), not {self.side}.")
 
 
 @dataclass(frozen=True)
