@@ -214,7 +214,9 @@ def test_a_white_backdrop_under_a_colour_cast_is_also_searched_evened_out_and_a_
 
     assert white_gains((255, 255, 255)) is None and white_gains((90, 90, 95)) is None  # white already; dark
     assert white_gains((240, 215, 225)) is None  # pink paper is a colour, not a white balance
-    assert np.allclose(white_gains((255, 236, 212)), (1.0, 255 / 236, 255 / 212))
+    # red clipped on the backdrop: its cast read off green and blue ((R/G)(B/G) = 1 along the warm-cool axis)
+    assert np.allclose(white_gains((255, 236, 212)), ((212 / 255) / (236 / 255) ** 2, 255 / 236, 255 / 212))
+    assert np.allclose(white_gains((240, 236, 212)), (255 / 240, 255 / 236, 255 / 212))  # nothing clipped: as read
     photo = Image.open(sorted((SAMPLE / "images").iterdir())[3]).convert("RGB").resize((240, 320))
     warm = Image.fromarray((np.asarray(photo, np.float32) * (1.0, 0.93, 0.84)).clip(0, 255).astype(np.uint8))
     locator = Locator(True, 160, segmenter=False, detector=False)
@@ -223,6 +225,14 @@ def test_a_white_backdrop_under_a_colour_cast_is_also_searched_evened_out_and_a_
     assert len(plain.views) == 1 and len(cast.views) == 2, cast.names
     truth = np.asarray(plain.views[0].resize((80, 80)), np.float32)
     as_shot, evened = (np.abs(np.asarray(v.resize((80, 80)), np.float32) - truth).mean() for v in cast.views)
+    assert evened < 0.5 * as_shot, (as_shot, evened)
+    # a cool light that clips blue on the backdrop (blue up, red down): blue's cast is read off red and green, and the
+    # backdrop stays white (a gain under 1 on a clipped channel would tint it)
+    cool = Image.fromarray((np.asarray(photo, np.float32) * (0.88, 0.97, 1.12)).clip(0, 255).astype(np.uint8))
+    as_shot, evened = (np.asarray(v, np.float32) for v in locator.views(cool).views)
+    assert (evened[:3, :3] == 255).all()
+    as_shot, evened = (np.abs(np.asarray(Image.fromarray(v.astype(np.uint8)).resize((80, 80)), np.float32) - truth).mean()
+                       for v in (as_shot, evened))
     assert evened < 0.5 * as_shot, (as_shot, evened)
 
 
