@@ -142,6 +142,25 @@ def test_a_filter_whose_head_is_unsure_is_not_applied(built, tiny_encoder):
         assert notes["item_type"].applied and res.filters["item_type"] == preds["item_type"].label
 
 
+def test_a_skipped_filters_note_shows_the_confidence_under_its_limit(built, tiny_encoder):
+    """A confidence just under a filter's limit reads under it (0.966 against 0.971), not as the same rounded number."""
+    import re
+
+    from vibe.search.matcher import Matcher, apart
+    from vibe.store.artifacts import load_artifacts
+
+    assert apart(0.966, 0.971) == ("0.966", "0.971") and apart(0.5, 0.9) == ("0.50", "0.90")
+    art = load_artifacts(built[0])
+    emb = art.clip.vector(0)
+    conf = Matcher(art, tiny_encoder).predict(emb)["colour"].confidence
+    edge = min(conf + 0.002, round(conf, 2) + 0.0049)  # over the confidence, the same to two decimals
+    filters = {"precision": 0.9, "thresholds": {"item_type": 0.0, "gender": 0.0, "colour": edge}}
+    res = Matcher(dataclasses.replace(art, metrics={**art.metrics, "filters": filters}), tiny_encoder).search(emb, k=1)
+    reason = {f.head: f for f in res.filter_notes}["colour"].reason
+    sure, needed = re.search(r"not sure enough \(([\d.]+); it needs ([\d.]+)\)", reason).groups()
+    assert float(sure) < float(needed), reason
+
+
 def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder):
     from vibe.locate.query import Locator, tried
     from vibe.search.matcher import Matcher

@@ -34,6 +34,13 @@ SAME_FILTERS = ("item_type", "gender", "colour")  # a same item in another colou
 COMBO_FILTERS = ("style", "gender", "season")
 
 
+def apart(value: float, limit: float) -> tuple[str, str]:
+    """`value` and the `limit` it fell short of, with the fewest decimals (2 to 4) that tell them apart: a confidence of
+    0.966 under a limit of 0.971 reads 0.966 and 0.971, not 0.97 and 0.97."""
+    digits = next((d for d in (2, 3) if f"{value:.{d}f}" != f"{limit:.{d}f}"), 4)
+    return f"{value:.{digits}f}", f"{limit:.{digits}f}"
+
+
 class Matcher:
     """Answers queries against one loaded build with the encoder that built it."""
 
@@ -233,15 +240,16 @@ class Matcher:
                                            f"the {h} head's top class is '{OTHER}' ({preds[h].confidence:.2f}), the classes "
                                            "with too few items merged"))
             elif preds[h].confidence < thresholds.get(h, 0.0):
-                limit = "never" if thresholds[h] > 1 else f"from confidence {thresholds[h]:.2f} up"
+                sure, needed = apart(preds[h].confidence, thresholds[h])
+                limit, needs = ("never", "it never applies") if thresholds[h] > 1 else (f"from confidence {needed} up",
+                                                                                         f"it needs {needed}")
                 far = unfamiliar and thresholds[h] != self.thresholds.get(h)  # the distance is what skipped it
+                near, median = apart(familiarity, self.familiar_cosine or 0.0) if far else ("", "")
                 filters.append(QueryFilter(h, preds[h].label, preds[h].confidence, "predicted", "skipped",
-                                           "the photo is further from the catalogue than half the calibration photos: "
-                                           f"the model is not sure enough ({preds[h].confidence:.0%})" if far else
-                                           f"the model is not sure enough ({preds[h].confidence:.0%})",
-                                           (f"its nearest catalogue photo is at similarity {familiarity:.2f}, under "
-                                            f"{self.familiar_cosine:.2f} (the calibration photos' median): on photos that far "
-                                            if far else "") +
+                                           ("the photo is further from the catalogue than half the calibration photos, "
+                                            "and that far " if far else "") + f"the model is not sure enough ({sure}; {needs})",
+                                           (f"its nearest catalogue photo is at similarity {near}, under {median} (the "
+                                            "calibration photos' median): on photos that far " if far else "") +
                                            f"the {h} filter applies {limit}: from there the head is right "
                                            f"{self.filter_precision or 0:.0%} of the time on held-out photos"))
             else:
