@@ -141,6 +141,14 @@ def _click_box(frame, index: int) -> None:
     frame.locator(f'.box[data-index="{index}"]').click(position=at)
 
 
+def _numbers_shown(frame):
+    """Every box's number lies inside the picker, where it can be seen (a box at the photo's top edge too)."""
+    cut = frame.evaluate("""() => { const s = document.getElementById('stage').getBoundingClientRect();
+        return [...document.querySelectorAll('.box span')].filter(n => { const r = n.getBoundingClientRect();
+            return r.top < s.top - 1 || r.left < s.left - 1 || r.right > s.right + 1; }).map(n => n.textContent) }""")
+    assert not cut, f"the numbers of boxes {cut} are cut off at the photo's edge"
+
+
 def _pick_products(page):
     """Photos no generator of the project's training made (a page screenshot with other products beside it, a product
     on a real photo): their products are boxed; a click on another box searches it; a drawn box searches that."""
@@ -153,6 +161,7 @@ def _pick_products(page):
     _upload(page, shot.image)
     frame = _picker(page)
     assert int(frame.locator("body").get_attribute("data-boxes")) >= 3
+    _numbers_shown(frame)
     page.screenshot(path=str(SHOTS / "picker-page-screenshot.png"), full_page=True)
     # no box hides a smaller one: at the centre of each box, the box on top is no larger than it (the page's own
     # product stays clickable inside framing's box around the whole page)
@@ -175,6 +184,7 @@ def _pick_products(page):
     shot = heldout_photo(photos[2], "real_backdrop", 0, 3, (), "score")
     _upload(page, shot.image)
     frame = _picker(page, before)
+    _numbers_shown(frame)
     page.screenshot(path=str(SHOTS / "picker-real-backdrop.png"), full_page=True)
     stage = frame.locator("#stage").bounding_box()
     x0, y0, x1, y1 = shot.boxes[shot.target]

@@ -81,7 +81,7 @@ class QueryViews:
             return "searched as it is (this backbone does not frame photos)"
         name = self.names[view]
         if len(self.views) > 1:
-            return f"searched as {name}, the best of {len(self.views)} views"
+            return f"searched as {name}: of the {len(self.views)} views tried, the one closest to a catalogue photo"
         return f"searched as {name}"
 
 
