@@ -245,9 +245,10 @@ class Matcher:
                                                                                          f"it needs {needed}")
                 far = unfamiliar and thresholds[h] != self.thresholds.get(h)  # the distance is what skipped it
                 near, median = apart(familiarity, self.familiar_cosine or 0.0) if far else ("", "")
+                unsure = f"the model is not sure enough ({sure}; {needs})"
                 filters.append(QueryFilter(h, preds[h].label, preds[h].confidence, "predicted", "skipped",
                                            ("the photo is further from the catalogue than half the calibration photos, "
-                                            "and that far " if far else "") + f"the model is not sure enough ({sure}; {needs})",
+                                            "and that far " if far else "") + unsure,
                                            (f"its nearest catalogue photo is at similarity {near}, under {median} (the "
                                             "calibration photos' median): on photos that far " if far else "") +
                                            f"the {h} filter applies {limit}: from there the head is right "
