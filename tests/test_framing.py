@@ -191,7 +191,7 @@ def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder)
     # without a detector: the whole photo, nine fixed crops and the cut-out; retrieval keeps the most catalogue-like
     matcher = Matcher(art, tiny_encoder, Locator(tiny_encoder.framing, tiny_encoder.frame_side, detector=False))
     res = matcher.find(_png(busy), mode="same", k=3)
-    assert res.query_view["views"] == 11 and "best of 11 views" in res.query_view["note"]  # photo, 9 crops, cut-out
+    assert res.query_view["views"] == 11 and "of the 11 views tried" in res.query_view["note"]  # photo, 9 crops, cut-out
     found = matcher.locator.views(busy)
     views = tiny_encoder.encode_views(found.views)
     assert views.shape == (11, 512) and not found.framing.applied
