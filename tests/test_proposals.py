@@ -47,10 +47,10 @@ def test_decoding_reads_boxes_back_from_the_maps_the_detector_learns():
 def test_the_shipped_detector_finds_products_on_real_photos_and_pages_it_never_saw():
     # data/sample was left out of the detector's training; the scenes' backdrops are real photos (scikit-image's) and
     # the pages are laid out by vibe.eval.heldout, which no training code imports. Issue 20's goal is a scene recall of
-    # 0.90: the shipped detector does not reach it (0.476 on these 40 scenes, 59 of 124 products; the eval's 300: README),
-    # so this guards what it does reach: above the 24-epoch detector it was trained on from (0.427 here, 53). On pages
-    # it puts the own box first on 31 of these 40, the 24-epoch one on 28 (it sometimes boxes the text column); the
-    # eval's 1,510 pages of held-out items: README (goal 0.85): this guards most pages
+    # 0.90: the shipped detector does not reach it (0.484 on these 40 scenes, 60 of 124 products, 59 without test-time
+    # flipping; the eval's 300: README), so this guards what it does reach: above the 24-epoch detector it was trained
+    # on from (0.427 here, 53). On pages it puts the own box first on 36 of these 40 (31 without flipping, the 24-epoch
+    # one 28: it sometimes boxes the text column); the eval's 1,510 pages of held-out items: README (goal 0.85)
     from vibe.eval.heldout import heldout_photo, scene
 
     detector = load_detector()
@@ -71,7 +71,7 @@ def test_the_shipped_detector_finds_products_on_real_photos_and_pages_it_never_s
         shot = heldout_photo(photos[key], "page_screenshot", 0, key, photos[key + 1:key + 5], "score")
         proposals = locator.propose(shot.image)[0]
         first += bool(proposals) and iou(proposals[0].box, shot.boxes[shot.target]) >= 0.5
-    assert first / 40 >= 0.72, first
+    assert first / 40 >= 0.85, first
 
 
 def test_training_scenes_of_every_backdrop_family_box_the_products_in_frame():
@@ -116,6 +116,24 @@ def test_the_detector_on_onnx_runtime_proposes_what_torch_does_and_torch_takes_o
                         if name == "onnxruntime" else real_import(name, *a, **k))
     fallback = Detector()
     assert fallback.session is None and [p.box for p in fallback.propose(shots[4])] == [p.box for p in exact.propose(shots[4])]
+
+
+def test_a_mirrored_photo_gets_the_mirrored_proposals():
+    """The detector reads a photo and its mirror image and averages the two (test-time flipping): a product found
+    facing left is found as well facing right, with the same score."""
+    from PIL import ImageOps
+
+    from vibe.eval.heldout import heldout_photo
+
+    detector = load_detector()
+    side = detector.cfg.side  # a photo of the detector's own side: no resize whose rounding is not mirror-symmetric
+    for k, photo in enumerate(_photos(6, start=20)):
+        shot = heldout_photo(photo, "real_backdrop", 0, k, (), "score").image.resize((side, side), Image.BILINEAR)
+        found, mirrored = detector.propose(shot), detector.propose(ImageOps.mirror(shot))
+        assert found and len(found) == len(mirrored), (k, found, mirrored)
+        for p, q in zip(found, mirrored):
+            x0, y0, x1, y1 = q.box
+            assert np.allclose(p.box, (side - x1, y0, side - x0, y1), atol=1) and p.score == pytest.approx(q.score, abs=1e-4), (k, p, q)
 
 
 def test_training_saves_a_detector_that_beats_its_untrained_self_and_a_damaged_one_is_one_clear_error(small_catalog, tmp_path,

@@ -80,6 +80,26 @@ class ProposalNet(nn.Module):
         return self.heat(x), self.size(x), self.offset(x)
 
 
+class FlipAveraged(nn.Module):
+    """The net's maps of a photo averaged with those of its mirror image (test-time flipping, as CenterNet does): on
+    the held-out calibrate part (300 photos a kind) a tried proposal held a real backdrop's product 0.567 -> 0.603 of
+    the time and a page's own product came first 0.920 -> 0.960, scenes' proposal recall 0.649 -> 0.656, for a second
+    pass of about 1 ms. The proposals of a mirrored photo are then the mirror of the photo's."""
+
+    def __init__(self, net: ProposalNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = x.shape[0]
+        heat, size, offset = self.net(torch.cat([x, x.flip(-1)]))
+        mirrored = [m[n:].flip(-1) for m in (heat, size, offset)]
+        # a centre at (cell + offset) in the mirror is at (cell + 1 - offset) here, along x
+        offset_x = (offset[:n, 0] + 1 - mirrored[2][:, 0]) / 2
+        offset_y = (offset[:n, 1] + mirrored[2][:, 1]) / 2
+        return (heat[:n] + mirrored[0]) / 2, (size[:n] + mirrored[1]) / 2, torch.stack([offset_x, offset_y], 1)
+
+
 def letterbox(image: Image.Image, side: int) -> tuple[np.ndarray, float, tuple[int, int]]:
     """The photo scaled to fit side x side, centred on mid-grey: (uint8 array, scale, (left, top) offset)."""
     scale = side / max(image.size)
@@ -126,14 +146,14 @@ def rank(proposals: list[Proposal], size: tuple[int, int]) -> list[Proposal]:
     return sorted(proposals, key=prominence, reverse=True)
 
 
-def onnx_session(net: ProposalNet, side: int, weights: str):
+def onnx_session(net: nn.Module, side: int, weights: str):
     """The net on ONNX Runtime, one thread (a query's other work runs beside it): a 128-px photo in about 1.4 ms
     instead of eager torch's 4.5 (its per-layer overhead on a net this small). Exported once per weights and side into
     the cache (vibe.util.files.cache_root); None where ONNX Runtime or the export is unavailable: torch runs it then."""
     try:
         import onnxruntime as ort
 
-        path = cache_root() / "proposals" / f"{weights}-{side}.onnx"
+        path = cache_root() / "proposals" / f"{weights}-{side}-flip.onnx"
         if not path.is_file():
             with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the legacy exporter's notes; the graph has no data-dependent control
@@ -155,14 +175,15 @@ class Detector:
         self.cfg, self.net, weights = load_trained(folder, CONFIG_FILE, WEIGHTS_FILE, DetectorConfig,
                                                    lambda cfg: ProposalNet(cfg.width), "proposal detector",
                                                    "train-proposals")
+        self.maps_of = FlipAveraged(self.net).eval()
         # the boxes depend on the decoding too: a cached query view made under another threshold is not reused
-        self.digest = f"{weights}-s{self.cfg.min_score:g}-n{self.cfg.max_products}"
-        self.session = onnx_session(self.net, self.cfg.side, weights) if onnx else None
+        self.digest = f"{weights}-s{self.cfg.min_score:g}-n{self.cfg.max_products}-flip"
+        self.session = onnx_session(self.maps_of, self.cfg.side, weights) if onnx else None
 
     def maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The net's (heat, size, offset) maps of one letterboxed photo, on ONNX Runtime when it is there."""
+        """The (heat, size, offset) maps of one letterboxed photo (FlipAveraged), on ONNX Runtime when it is there."""
         if self.session is None:
-            return self.net(x)
+            return self.maps_of(x)
         return tuple(torch.from_numpy(m) for m in self.session.run(None, {"x": x.numpy()}))
 
     @torch.inference_mode()
