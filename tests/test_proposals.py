@@ -133,7 +133,8 @@ def test_a_mirrored_photo_gets_the_mirrored_proposals():
         assert found and len(found) == len(mirrored), (k, found, mirrored)
         for p, q in zip(found, mirrored):
             x0, y0, x1, y1 = q.box
-            assert np.allclose(p.box, (side - x1, y0, side - x0, y1), atol=1) and p.score == pytest.approx(q.score, abs=1e-4), (k, p, q)
+            assert np.allclose(p.box, (side - x1, y0, side - x0, y1), atol=1), (k, p, q)
+            assert p.score == pytest.approx(q.score, abs=1e-4), (k, p, q)
 
 
 def test_training_saves_a_detector_that_beats_its_untrained_self_and_a_damaged_one_is_one_clear_error(small_catalog, tmp_path,

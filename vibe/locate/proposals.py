@@ -149,8 +149,8 @@ def rank(proposals: list[Proposal], size: tuple[int, int]) -> list[Proposal]:
 def onnx_session(net: nn.Module, side: int, weights: str):
     """`net` (FlipAveraged) on ONNX Runtime, one thread (a query's other work runs beside it): a 128-px photo and its
     mirror in about 2.4 ms instead of eager torch's 4.1 (its per-layer overhead on a net this small; one photo 1.0 ms,
-    AVX512-VNNI AMD EPYC). Exported once per weights and side into
-    the cache (vibe.util.files.cache_root); None where ONNX Runtime or the export is unavailable: torch runs it then."""
+    AVX512-VNNI AMD EPYC). Exported once per weights and side into the cache (vibe.util.files.cache_root); None where
+    ONNX Runtime or the export is unavailable: torch runs it then."""
     try:
         import onnxruntime as ort
 
