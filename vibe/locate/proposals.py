@@ -22,6 +22,7 @@ CONFIG_FILE = "proposals.json"
 WEIGHTS_FILE = "model.safetensors"
 DEFAULT = REPO_ROOT / "checkpoints" / "proposals"
 STRIDE = 4  # the heat map is a quarter of the input side
+READING = "flip"  # how a photo is read (FlipAveraged): in the exported graph's name and the digest of the boxes
 log = logging.getLogger(__name__)
 
 
@@ -154,7 +155,7 @@ def onnx_session(net: nn.Module, side: int, weights: str):
     try:
         import onnxruntime as ort
 
-        path = cache_root() / "proposals" / f"{weights}-{side}-flip.onnx"
+        path = cache_root() / "proposals" / f"{weights}-{side}-{READING}.onnx"
         if not path.is_file():
             with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the legacy exporter's notes; the graph has no data-dependent control
@@ -178,7 +179,7 @@ class Detector:
                                                    "train-proposals")
         self.maps_of = FlipAveraged(self.net).eval()
         # the boxes depend on the decoding too: a cached query view made under another threshold is not reused
-        self.digest = f"{weights}-s{self.cfg.min_score:g}-n{self.cfg.max_products}-flip"
+        self.digest = f"{weights}-s{self.cfg.min_score:g}-n{self.cfg.max_products}-{READING}"
         self.session = onnx_session(self.maps_of, self.cfg.side, weights) if onnx else None
 
     def maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
