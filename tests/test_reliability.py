@@ -60,17 +60,24 @@ def test_alpha_png_goes_on_white():
 
 
 def test_palette_with_transparency_goes_on_white():
-    im = Image.new("P", (10, 10), 0)
+    im = Image.new("P", (20, 20), 0)
     im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
-    im.paste(1, (0, 0, 5, 10))
+    im.paste(1, (0, 0, 10, 20))
     out = load_image(_png(im, transparency=0))
-    assert out.getpixel((8, 5)) == (255, 255, 255) and out.getpixel((2, 5)) == (255, 0, 0)
+    assert out.getpixel((16, 10)) == (255, 255, 255) and out.getpixel((4, 10)) == (255, 0, 0)
 
 
 def test_16_bit_greyscale_keeps_its_range():
-    arr = np.linspace(0, 65535, 100, dtype=np.uint16).reshape(10, 10)
+    arr = np.linspace(0, 65535, 400, dtype=np.uint16).reshape(20, 20)
     out = load_image(_png(Image.fromarray(arr)))
-    assert out.mode == "RGB" and out.getpixel((0, 0)) == (0, 0, 0) and out.getpixel((9, 9)) == (255, 255, 255)
+    assert out.mode == "RGB" and out.getpixel((0, 0)) == (0, 0, 0) and out.getpixel((19, 19)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (15, 300)])
+def test_an_image_too_small_to_show_a_product_is_one_clear_error(size):
+    with pytest.raises(ImageError, match=rf"{size[0]}x{size[1]} pixels, too small to show a product"):
+        load_image(_png(Image.new("RGB", size, (200, 30, 30))), "icon.png")
+    assert load_image(_png(Image.new("RGB", (16, 16), (200, 30, 30)))).size == (16, 16)  # the smallest accepted
 
 
 def test_cmyk_jpeg_becomes_rgb():

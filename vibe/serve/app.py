@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..config import ServeConfig
 from ..errors import VibeError
-from ..util.images import ImageError, load_image
+from ..util.images import PHOTO_FORMATS, ImageError, load_image
 from .batcher import Batcher, Overloaded
 from .limits import ApiError, Guard, TooLarge
 from .state import Served
@@ -153,7 +153,7 @@ def create_app(cfg: ServeConfig, served: Served | None = None) -> FastAPI:
 
     @app.post("/v1/find", summary="Matches for an uploaded photo (field `image`) or a catalogue item (`item_id`)")
     async def find(request: Request,
-                   image: UploadFile | None = File(None, description="a photo: JPEG, PNG, WebP, GIF, BMP or TIFF"),
+                   image: UploadFile | None = File(None, description=f"a photo: {PHOTO_FORMATS}"),
                    item_id: int | None = Form(None, description="a catalogue item id instead of a photo"),
                    mode: Literal["same", "combo"] = Query("same"),
                    k: int = Query(10, ge=1, le=cfg.max_k),

@@ -15,6 +15,10 @@ from ..errors import VibeError
 ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image]
 # 40 MP: far above any product photo, far below a decompression bomb (~0.12 GB of RGB).
 MAX_PIXELS = 40_000_000
+MIN_SIDE = 16  # a smaller image (an icon, a tracking pixel) shows no product: searching it would return noise
+# the photo files every upload and batch accepts (what PIL decodes here), named once for the uploaders and the messages
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+PHOTO_FORMATS = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 
 
 class ImageError(VibeError):
@@ -69,6 +73,9 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
             im = Image.open(io.BytesIO(data))
             if im.width * im.height > MAX_PIXELS:
                 raise ImageError(f"{label} is {im.width}x{im.height} pixels, over the {MAX_PIXELS // 1_000_000} MP limit: resize it first.")
+            if min(im.size) < MIN_SIDE:
+                raise ImageError(f"{label} is {im.width}x{im.height} pixels, too small to show a product: use a photo at "
+                                 f"least {MIN_SIDE} pixels on each side.")
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)  # animated GIF/WebP: the first frame
             full = im.width
@@ -87,10 +94,10 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{label} declares a huge size (a decompression bomb?); it was not decoded.") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{label} is not an image: use a JPEG, PNG, WebP, GIF, BMP or TIFF photo.") from None
+        raise ImageError(f"{label} is not an image: use a {PHOTO_FORMATS} photo.") from None
     except (OSError, SyntaxError, ValueError):
         raise ImageError(f"{label} is damaged or truncated and cannot be decoded: save or export it again "
-                         "(JPEG, PNG, WebP, GIF, BMP or TIFF).") from None
+                         f"({PHOTO_FORMATS}).") from None
 
 
 T = TypeVar("T")
