@@ -127,7 +127,7 @@ def test_a_near_identical_photo_passes_filters_that_a_wrong_prediction_would_app
     filters = dict(matcher.art.metrics.get("filters", {}))
     monkeypatch.setitem(matcher.art.metrics, "filters", {**filters, "same_photo_cosine": 0.999})
     res = matcher.search(emb, mode="same", k=5, known=wrong)
-    assert res.matches[0].row == row and "almost the same photo" in res.matches[0].note  # its own photo first, with a note
+    assert res.matches[0].row == row and "as close as the same item's are" in res.matches[0].note  # its own photo first
     assert all(m.labels["item_type"] == other for m in res.matches[1:] if not m.note)
     scores = [m.score for m in res.matches]
     assert scores == sorted(scores, reverse=True)
@@ -163,3 +163,22 @@ def test_the_build_calibrates_the_same_photo_cosine_and_it_holds_on_photos_it_wa
             if scores[0] >= tau:
                 right.append(int(found[0]) in {int(row), *matcher.rows_of_hash[matcher.hashes[row]]})
     assert len(right) >= 50 and np.mean(right) >= precision - 0.05, (len(right), np.mean(right))
+
+
+def test_a_photo_search_says_whether_match_1_is_its_own_item(matcher, monkeypatch):
+    filters = dict(matcher.art.metrics.get("filters", {}))
+    own = matcher.art.clip.vector(0)
+    far = np.random.default_rng(0).normal(size=own.shape).astype(np.float32)
+    far /= np.linalg.norm(far)  # a direction no catalogue photo is near
+    monkeypatch.setitem(matcher.art.metrics, "filters", {**filters, "same_photo_cosine": 0.99})
+    found = matcher.search(own, mode="same", k=3)
+    assert found.verdict == "match" and found.same_item["best"] >= 0.99
+    assert found.same_item_note().startswith("Match 1 is close enough to be this very product")
+    lost = matcher.search(far, mode="same", k=3)
+    assert lost.verdict == "no match" and lost.same_item["best"] < 0.99 and lost.matches  # the lookalikes are still shown
+    assert lost.same_item_note().startswith("Not sure match 1 is this very product")
+    assert matcher.search(far, mode="combo", k=3).verdict == "outfit"
+    assert matcher.find(item_id=int(matcher.art.items["id"].iat[0]), k=3).same_item_note() is None  # no photo to judge
+    monkeypatch.setitem(matcher.art.metrics, "filters", {**filters, "same_photo_cosine": 1.01})  # a build with no cut
+    unchecked = matcher.search(own, mode="same", k=3)
+    assert unchecked.verdict == "unchecked" and unchecked.same_item_note() is None

@@ -97,7 +97,9 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("-k", type=int, default=5, help="number of matches (default 5)")
     f.add_argument("--per-slot", type=int, default=4, help="combo mode: options kept per outfit slot (default 4)")
     f.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1",
-                   help="search only the product inside this box (left,top,right,bottom in the photo's pixels)")
+                   help="search only the product inside this box (left,top,right,bottom in the photo's pixels; a box "
+                        "running past the photo's edge is clipped to it; a negative first number needs the = form: "
+                        "--box=-20,0,300,400)")
     f.add_argument("--product", type=int, default=None, metavar="N",
                    help="search only the N-th product found in the photo (1: the detector's best; by default the "
                         "first few are tried and the most catalogue-like kept)")
@@ -299,6 +301,8 @@ def _print_result(res) -> None:
     if res.query_slot:
         print(f"outfit around a {res.query_slot['slot']} (from {res.query_slot['how']}): "
               + (", ".join(f"{slot} ({len(options)})" for slot, options in res.outfit.items()) or "this slot completes no outfit"))
+    if res.same_item_note():
+        print(res.same_item_note())
     for i, m in enumerate(res.matches, 1):
         labels = " / ".join(v or "?" for v in m.labels.values())
         print(f"{i:>3}. {m.id:<8} {m.score:.3f}  {(m.slot + ': ') if m.slot else ''}{m.name}  [{labels}]")
@@ -534,7 +538,8 @@ def cmd_audit(a) -> int:
     if a.audit == "labels":
         audit = audit_labels(art, a.head)
         table = audit.table if a.all else audit.table.head(a.top) if a.top else audit.shown
-        out = {"head": a.head, "estimate": audit.estimate, "disagreements": int(len(audit.table)),
+        out = {"head": a.head, "estimate": audit.estimate, "agreement": round(audit.agreement, 4),
+               "disagreements": int(len(audit.table)),
                "decided": audit.decided, "items": [{"id": int(r.id), "label": r.label, "suggested": r.suggested,
                                                     "score": round(float(r.score), 4)} for r in table.itertuples()]}
         if a.json:
@@ -543,6 +548,8 @@ def cmd_audit(a) -> int:
         print(f"about {audit.estimate} {a.head} labels look wrong (confident learning's estimate); "
               f"{len(audit.table)} disagree with the held-out heads" + (f", {audit.decided} decided" if audit.decided else "")
               + f"; listing {len(table)}, most certain first" + ("" if a.all else " (--all: every disagreement)"))
+        print(f"the held-out heads agree with {audit.agreement:.0%} of these labels: the lower that is, the more of the "
+              "suggestions are the model's own mistakes")
         for r in table.itertuples():
             print(f"{r.id:<8} {r.score:6.2f}  {r.label} -> {r.suggested}   {r.name}")
         return 0

@@ -40,6 +40,7 @@ class LabelAudit:
     table: pd.DataFrame  # every disagreement not yet decided, most certain first
     decided: int  # disagreements left out: the team fixed or confirmed them (label_fixes.csv)
     method: str
+    agreement: float  # the share of labelled items whose out-of-fold prediction is their label: how far to trust the rest
 
     @property
     def shown(self) -> pd.DataFrame:
@@ -69,7 +70,9 @@ def audit_labels(art, head: str = "item_type", method: str = RANKING, ev: Eviden
                           "p_suggested": probs[rows, sug], "p_label": probs[rows, lab],
                           "neighbours_suggested": shares[rows, sug], "neighbours_label": shares[rows, lab]})
     table = table.sort_values(["score", "id"], ascending=[False, True]).reset_index(drop=True)
-    return LabelAudit(head, estimate_errors(ev), table, n_decided, method)
+    labelled = label >= 0
+    agreement = float(np.mean(probs[labelled].argmax(1) == label[labelled])) if labelled.any() else 0.0
+    return LabelAudit(head, estimate_errors(ev), table, n_decided, method, agreement)
 
 
 def suggestions(probs: np.ndarray, vocab: list[str]) -> np.ndarray:

@@ -19,8 +19,8 @@ import torch
 from ..errors import VibeError
 from ..util.files import atomic_path, content_hash
 from ..util.progress import Progress, silent
+from ..util.images import PHOTO_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 COLUMNS = ["query", "hash", "status", "rank", "id", "name", "score", "slot", "searched", "box", "filters", "error"]
 
 
@@ -34,7 +34,7 @@ class Photo:
 
 def _image_name(name: str) -> bool:
     parts = Path(name).parts
-    return (Path(name).suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in parts)
+    return (Path(name).suffix.lower() in PHOTO_SUFFIXES and not any(p.startswith(".") for p in parts)
             and "__MACOSX" not in parts)
 
 
@@ -120,16 +120,9 @@ class BatchSummary:
         return asdict(self) | {"images_per_s": self.images_per_s}
 
 
-def _rows(photo: Photo, digest: str, result, tau: float | None) -> list[dict]:
+def _rows(photo: Photo, digest: str, result) -> list[dict]:
     view = result.query_view or {}
-    best = result.matches[0].score if result.matches else None
-    if result.mode == "combo":
-        status = "outfit"
-    elif tau is None or tau > 1:
-        status = "unchecked"  # a build without a calibrated same-item threshold
-    else:
-        status = "match" if best is not None and best >= tau else "no match"
-    base = {"query": photo.name, "hash": digest, "status": status, "searched": view.get("note", ""),
+    base = {"query": photo.name, "hash": digest, "status": result.verdict, "searched": view.get("note", ""),
             "box": ",".join(map(str, view["box"])) if view.get("box") else "",
             "filters": "; ".join(f"{h}={v}" for h, v in result.filters.items()), "error": ""}
     return [base | {"rank": i, "id": m.id, "name": m.name, "score": round(m.score, 4), "slot": m.slot or ""}
@@ -140,7 +133,7 @@ def match_photos(matcher, photos: list[Photo], *, mode: str = "same", k: int = 5
                  chunk: int = 32, progress: Progress = silent) -> Iterator[tuple[list[dict], BatchSummary]]:
     """Match every photo; yields (the rows of the next chunk, the summary so far). Photos whose content hash is in
     `done` are skipped; an unreadable photo is one row with its error, and the rest go on."""
-    summary, tau, t0 = BatchSummary(photos=len(photos)), matcher.same_photo_cosine, time.perf_counter()
+    summary, t0 = BatchSummary(photos=len(photos)), time.perf_counter()
     if k < 1:
         raise VibeError("k must be at least 1.")
 
@@ -163,13 +156,13 @@ def match_photos(matcher, photos: list[Photo], *, mode: str = "same", k: int = 5
         for n in range(len(chunks)):
             located = pending.result()
             pending = pool.submit(locate, chunks[n + 1]) if n + 1 < len(chunks) else None
-            rows = _match_chunk(matcher, located, mode, k, tau, summary)
+            rows = _match_chunk(matcher, located, mode, k, summary)
             summary.seconds = time.perf_counter() - t0
             yield rows, summary  # the caller writes them before progress is reported
             progress("match", min((n + 1) * chunk, len(photos)), len(photos))
 
 
-def _match_chunk(matcher, located, mode: str, k: int, tau, summary: BatchSummary) -> list[dict]:
+def _match_chunk(matcher, located, mode: str, k: int, summary: BatchSummary) -> list[dict]:
     pixels = [got[2] for _, _, got in located if isinstance(got, tuple) and got[0] is not None]
     emb = matcher.encoder.embed_many(torch.cat(pixels)) if pixels else np.zeros((0, matcher.encoder.dim), np.float32)
     rows, start = [], 0
@@ -187,7 +180,7 @@ def _match_chunk(matcher, located, mode: str, k: int, tau, summary: BatchSummary
         result = matcher.search_views(found, mode=mode, k=k, exclude=exclude, include_same=True,
                                       embedded=emb[start:start + n] if found is not None else None)
         start += n
-        mine = _rows(photo, digest, result, tau)
+        mine = _rows(photo, digest, result)
         if not mine:  # nothing passed: recorded, so that a re-run does not search it again
             mine = [{"query": photo.name, "hash": digest, "status": "no match", "error": ""}]
         rows += mine
@@ -220,11 +213,12 @@ def match_to_csv(matcher, photos: list[Photo], out: Path, *, mode: str = "same",
         if rows:
             frames.append(pd.DataFrame(rows, columns=COLUMNS))
             with atomic_path(Path(out)) as tmp:
-                _table(frames).to_csv(tmp, index=False)
-    return summary, _table(frames)
+                as_table(frames).to_csv(tmp, index=False)
+    return summary, as_table(frames)
 
 
-def _table(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def as_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The rows of `match_photos`' chunks as one table in COLUMNS' order, as the CSV holds them (the CLI's and the page's)."""
     table = pd.concat(frames, ignore_index=True)[COLUMNS] if frames else pd.DataFrame(columns=COLUMNS)
     for col in ("rank", "id"):  # whole numbers, empty on an error row (not 1.0)
         table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")

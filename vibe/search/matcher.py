@@ -25,7 +25,7 @@ from ..store.artifacts import Artifacts, check_backbone
 from ..util.files import content_hash
 from ..util.images import ImageSource, load_image, read_bytes
 from . import outfit
-from .results import FindResult, Match, Prediction, WordResult
+from .results import FindResult, Match, Prediction, WordResult, same_item_verdict
 from .words import fuse, parse, rank
 
 MODES = ("same", "combo")
@@ -299,7 +299,8 @@ class Matcher:
             slot["beyond_k"] = [s for s in options if s not in board]  # slots with items, past the first k
         return FindResult(mode=mode, k=k, predictions=preds, query_labels=query,
                           filters={f.head: f.value for f in filters if f.applied}, relaxed=relaxed, matches=matches,
-                          query_id=query_id, filter_notes=filters, query_slot=slot, outfit=board, familiarity=familiarity)
+                          query_id=query_id, filter_notes=filters, query_slot=slot, outfit=board, familiarity=familiarity,
+                          same_item=same_item_verdict(matches, self.same_photo_cosine) if mode == "same" else None)
 
     def _relax(self, filters: list[QueryFilter], names: tuple[str, ...], base: np.ndarray, k: int,
                slots_needed: int) -> tuple[np.ndarray, list[str]]:
@@ -331,7 +332,8 @@ class Matcher:
         shown = {m.row for m in matches}
         extra = [self.match(r, sc) for r, sc in zip(*nearest) if sc >= tau and r not in shown and not allowed[r]]
         for m in extra:
-            m.note = f"almost the same photo: shown although its labels fail a filter (similarity {m.score:.3f})"
+            m.note = (f"shown although its labels fail a filter: its photo is as close as the same item's are (similarity "
+                      f"{m.score:.3f}, from {tau:.3f} up)")
         return sorted(matches + extra, key=lambda m: -m.score)[:k] if extra else matches
 
     # --- helpers -------------------------------------------------------------------------------------------

@@ -44,6 +44,28 @@ class FindResult:
     outfit: dict[str, list[Match]] = field(default_factory=dict)  # combo: per complementary slot, the options in score order
     query_image: Image.Image | None = field(default=None, repr=False)  # an upload: the view searched, if not the upload
     familiarity: float | None = None  # a photo: its 512-D cosine to the nearest catalogue photo (None: a catalogue item)
+    # same mode: whether match 1 is close enough to be the query's own item (`same_item_verdict`); None in combo mode
+    same_item: dict | None = None
+
+    @property
+    def verdict(self) -> str:
+        """"match", "no match" (the best is under the build's same-item cut), "unchecked" (no calibrated cut in this
+        build) or "outfit" (combo mode): what batch matching writes per photo and the page and the CLI say."""
+        return "outfit" if self.same_item is None else self.same_item["verdict"]
+
+    def same_item_note(self) -> str | None:
+        """One sentence on whether match 1 is the uploaded photo's own product (same mode), for the page and the CLI;
+        None for a catalogue item's query, an upload of a catalogue photo's very bytes, or a build without the cut."""
+        v = self.same_item
+        if v is None or v["verdict"] == "unchecked" or self.query_id is not None or (self.query_view or {}).get("same_as"):
+            return None
+        if v["verdict"] == "match":
+            return (f"Match 1 is close enough to be this very product: similarity {v['best']:.3f}, and from "
+                    f"{v['cut']:.3f} up this build finds a photo's own item.")
+        if v["best"] is None:
+            return "No catalogue item passed the filters."
+        return (f"Not sure match 1 is this very product: its similarity is {v['best']:.3f}, and this build is sure of a "
+                f"photo's own item from {v['cut']:.3f} up. Compare the photos.")
 
     def to_dict(self) -> dict:
         return asdict(replace(self, query_image=None))  # JSON-ready: no pixels
@@ -53,6 +75,17 @@ class FindResult:
         return pd.DataFrame([{"rank": i, "id": m.id, "name": m.name, "score": round(m.score, 4), **m.labels,
                               **({"slot": m.slot} if m.slot else {}), **({"note": m.note} if m.note else {}),
                               "image": m.path} for i, m in enumerate(self.matches, 1)])
+
+
+def same_item_verdict(matches: list[Match], cut: float | None) -> dict:
+    """Whether the first match is close enough to be the query's own item: a 512-D cosine at or over `cut` (the build's
+    same-item cosine, vibe.search.matcher.Matcher.same_photo_cosine)."""
+    best = matches[0].score if matches else None
+    if cut is None or cut > 1:
+        verdict = "unchecked"
+    else:
+        verdict = "match" if best is not None and best >= cut else "no match"
+    return {"verdict": verdict, "best": best, "cut": cut}
 
 
 @dataclass
