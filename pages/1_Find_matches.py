@@ -5,6 +5,7 @@ from pages.ui.board import outfit_board
 from pages.ui.common import guard, page_with_bundle, thumbnail_grid
 from pages.ui.picker import pick_product, picked_so_far
 from vibe.util.files import content_hash
+from vibe.util.images import PHOTO_SUFFIXES
 
 MODES = {"Same item (strict)": "same", "Style combo (mix & match)": "combo"}
 
@@ -20,7 +21,7 @@ with left:
         words = st.text_input("Words", placeholder="e.g. white sports shoes men, navy kurta, Puma")
         query, preview = None, None
     elif source == "Upload a photo":
-        upload = st.file_uploader("Product photo", type=["jpg", "jpeg", "png", "webp"])
+        upload = st.file_uploader("Product photo", type=[s[1:] for s in PHOTO_SUFFIXES])
         query = {"image": upload.getvalue(), "name": upload.name} if upload else None
         preview = upload.getvalue() if upload else None
     else:
@@ -48,7 +49,7 @@ if words:
                     for i, m in enumerate(found.matches, 1)], root)
     st.stop()
 if query is None:
-    st.info("Upload a photo (jpg, png or webp), pick a catalogue item, or search by words.")
+    st.info("Upload a photo, pick a catalogue item, or search by words.")
     st.stop()
 
 mode = MODES[mode_label]
@@ -98,6 +99,11 @@ if result.mode == "combo":
     outfit_board(result, root, items, anchor, preview)
 else:
     st.subheader(f"{len(result.matches)} matches · {mode_label}")
+    note = result.same_item_note()
+    if note and result.verdict == "no match":
+        st.warning(note + (" Or pick another box above, or draw one around the product." if picker else ""))
+    elif note:
+        st.success(note)
     thumbnail_grid([{"path": m.path, "title": f"#{i} · {m.name}",
                      "lines": [" · ".join(v or "?" for v in m.labels.values()), f"id {m.id} · similarity {m.score:.3f}",
                                *(["⚑ " + m.note] if m.note else [])]}

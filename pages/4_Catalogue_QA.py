@@ -8,6 +8,7 @@ from vibe.catalog.fixes import export_fixes, fixes_path, read_fixes, verdicts_pa
 from vibe.config import HEADS
 from vibe.qa import duplicates, labels
 
+TRUSTED = 0.8  # heads agreeing with fewer of the labels than this get a warning over their suggestions
 bundle = page_with_bundle("Catalogue QA")
 art = bundle.artifacts
 root = art.catalog_root
@@ -45,6 +46,13 @@ with tab_labels:
                          "probabilities): measured against planted flips in the README's table.")
         mid.metric("Disagree with the held-out heads", f"{len(found.table) + found.decided:,}")
         right.metric("Decided by the team", f"{found.decided:,}", help="fixed or confirmed in label_fixes.csv")
+        trust = (f"The heads that judge these labels agree with {found.agreement:.0%} of the catalogue's {head} labels "
+                 "on items they never saw (out of fold)")
+        if found.agreement < TRUSTED:  # a weak backbone or a small catalogue: many suggestions are the model's mistakes
+            st.warning(trust + ": with heads this often wrong, many suggestions below are the model's mistakes. Look at "
+                       "each photo before accepting; *Label is right* keeps an item off this list.")
+        else:
+            st.caption(trust + ".")
         every = st.toggle(f"Show every disagreement ({len(found.table):,})", key="qa-every")
         table = found.table if every else found.shown
         st.caption((f"All {len(table)} undecided disagreements" if every else

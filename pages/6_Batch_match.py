@@ -6,9 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from pages.ui.common import guard, page_with_bundle
-from vibe.search.batch import COLUMNS, match_photos, per_photo, photos_from_uploads
+from vibe.search.batch import COLUMNS, as_table, match_photos, per_photo, photos_from_uploads
 from vibe.util.files import content_hash
-from vibe.util.images import load_image
+from vibe.util.images import PHOTO_SUFFIXES, load_image
 
 TOP = 3
 bundle = page_with_bundle("Batch match")
@@ -17,7 +17,7 @@ st.caption("Upload a competitor's collection, a supplier's photos or a folder zi
            "*Same item* (or *Style combo*) mode, and photos whose best match is under the build's same-item threshold "
            "are marked **no match**. The same run from a terminal: `python -m vibe match FOLDER --out matches.csv`.")
 
-uploads = st.file_uploader("Photos, or a zip of photos", type=["jpg", "jpeg", "png", "webp", "zip"],
+uploads = st.file_uploader("Photos, or a zip of photos", type=[s[1:] for s in PHOTO_SUFFIXES] + ["zip"],
                            accept_multiple_files=True)
 left, right = st.columns(2)
 mode = left.segmented_control("Mode", ["same", "combo"], default="same", required=True,
@@ -31,7 +31,7 @@ key = content_hash(b"".join(content_hash(d).encode() for _, d in files) + f"{mod
 with guard():
     photos = photos_from_uploads(files)
 if not photos:
-    st.info("None of these files is a photo (jpg, jpeg, png, webp, or a zip of them).")
+    st.info("None of these files is a photo (" + ", ".join(s[1:] for s in PHOTO_SUFFIXES) + ", or a zip of them).")
     st.stop()
 
 if st.session_state.get("batch", {}).get("key") != key:
@@ -43,7 +43,7 @@ if st.session_state.get("batch", {}).get("key") != key:
                                           progress=lambda _, done, total: bar.progress(done / total, f"{done} of {total}")):
             frames.append(pd.DataFrame(rows, columns=COLUMNS))
     bar.empty()
-    st.session_state["batch"] = {"key": key, "rows": pd.concat(frames, ignore_index=True), "summary": summary}
+    st.session_state["batch"] = {"key": key, "rows": as_table(frames), "summary": summary}
 
 done = st.session_state["batch"]
 rows, summary = done["rows"], done["summary"]
@@ -52,8 +52,11 @@ a.metric("Photos", summary.photos)
 b.metric("Matched", summary.matched)
 c.metric("No match", summary.no_match)
 d.metric("Unreadable", summary.errors)
-st.caption(f"{summary.images_per_s:.1f} photos/s. Same-item threshold: "
-           f"{bundle.matcher.same_photo_cosine:.3f}" if bundle.matcher.same_photo_cosine else "no same-item threshold in this build")
+cut = bundle.matcher.same_photo_cosine
+st.caption(f"{summary.images_per_s:.1f} photos/s. " + (
+    f"A photo is *matched* when its best match's similarity (cosine, up to 1) is at least {cut:.3f}, the cut from which "
+    "this build found a photo's own item at its calibrated precision." if cut and cut <= 1 else
+    "This build has no calibrated same-item cut: photos are listed, not judged."))
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
@@ -76,11 +79,15 @@ for r in range(1, TOP + 1):
     if f"id_{r}" in table:
         table[f"match_{r}"] = [thumb(path=str(root / paths[i])) if pd.notna(i) and i in paths else None
                                for i in table[f"id_{r}"]]
-shown = ["photo", "query", "status"] + [c for r in range(1, TOP + 1) for c in (f"match_{r}", f"id_{r}", f"name_{r}", f"score_{r}")
-                                        if c in table] + ["searched", "error"]
-config = {"photo": st.column_config.ImageColumn("Photo", width="small")}
-config |= {f"match_{r}": st.column_config.ImageColumn(f"Match {r}", width="small") for r in range(1, TOP + 1)}
-config |= {f"score_{r}": st.column_config.NumberColumn(f"Score {r}", format="%.3f") for r in range(1, TOP + 1)}
+table["error"] = table["error"].fillna("")  # an unreadable photo's reason beside its status, not off screen
+shown = ["photo", "query", "status", "error"] + [c for r in range(1, TOP + 1)
+                                                 for c in (f"match_{r}", f"id_{r}", f"name_{r}", f"score_{r}") if c in table]
+shown.append("searched")
+config = {"photo": st.column_config.ImageColumn("Photo", width="small"), "query": "Photo file", "status": "Status",
+          "error": "Why unreadable", "searched": "Searched as"}
+for r in range(1, TOP + 1):
+    config |= {f"match_{r}": st.column_config.ImageColumn(f"Match {r}", width="small"), f"id_{r}": f"Id {r}",
+               f"name_{r}": f"Name {r}", f"score_{r}": st.column_config.NumberColumn(f"Similarity {r}", format="%.3f")}
 st.dataframe(table[shown], column_config=config, hide_index=True, row_height=80, width="stretch",
              height=min(80 * len(table) + 40, 880))  # every photo in view up to ten, then a scroll
 st.download_button("Download every match (CSV)", rows.to_csv(index=False).encode(), "matches.csv", "text/csv")

@@ -267,6 +267,27 @@ def test_any_rebuild_failure_is_one_error_box(small_catalog, tmp_path, monkeypat
     assert len(at.error) == 1 and "Another build is already running" in at.error[0].value
 
 
+def test_an_upload_says_whether_match_1_is_the_same_product(app, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    from vibe.search.matcher import Matcher
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 240, 3), dtype=np.uint8)).save(buf, "PNG")
+    at = _open(app, "1_Find_matches.py")
+    for cut, verdict in ((0.9999, "no match"), (-1.0, "match")):  # the build's same-item cosine, set either side
+        monkeypatch.setattr(Matcher, "same_photo_cosine", property(lambda self, cut=cut: cut))
+        at.file_uploader[0].set_value((f"noise{cut}.png", buf.getvalue(), "image/png"))
+        at.run()
+        _no_errors(at)
+        if verdict == "no match":
+            assert [w for w in at.warning if w.value.startswith("Not sure match 1 is this very product")]
+        else:
+            assert [m for m in at.success if m.value.startswith("Match 1 is close enough")] and not at.warning
+
+
 def test_catalogue_qa_lists_label_problems_and_duplicates_with_exports(app, built):
     from vibe.qa.labels import audit_labels
 
@@ -274,6 +295,9 @@ def test_catalogue_qa_lists_label_problems_and_duplicates_with_exports(app, buil
     _no_errors(at)
     art = load_artifacts(built[0])
     expected = audit_labels(art, "item_type")
+    trust = [m.value for m in [*at.warning, *at.caption] if "agree with" in m.value]  # how far to trust the suggestions
+    assert trust and f"{expected.agreement:.0%} of the catalogue's item_type labels" in trust[0]
+    assert bool([w for w in at.warning if "agree with" in w.value]) == (expected.agreement < 0.8)
     assert any(m.label == "item_type labels that look wrong" and m.value == f"about {expected.estimate:,}" for m in at.metric)
     shown = min(16, len(expected.shown))
     titles = [m.value for m in at.markdown if "→" in m.value]
@@ -533,3 +557,5 @@ def test_batch_match_lists_every_photo_with_its_top_matches_and_offers_the_csv(a
     assert int(own["id_1"]) == int(photos[0].stem)  # a catalogue photo's own item is its first match
     assert "not an image" in table[table["query"] == "broken.jpg"].iloc[0]["error"]
     assert at.get("download_button")
+    held = at.session_state["batch"]["rows"]  # what the CSV download writes: ids stay whole beside the error row
+    assert str(held["id"].dtype) == "Int64" and str(held["rank"].dtype) == "Int64"

@@ -16,7 +16,7 @@ def label_actions(root, head: str, vocab: list[str]):
     """The buttons under one flagged item's card (the card carries id, label, suggested)."""
     def draw(card: dict) -> None:
         item, label, suggested = card["id"], card["label"], card["suggested"]
-        if st.button(f"Accept: {suggested}", key=f"fix-accept-{head}-{item}", type="primary", width="stretch"):
+        if st.button(f"Accept: {suggested}", key=f"fix-accept-{head}-{item}", width="stretch"):  # no choice stands out
             _save(lambda: record_fix(root, item, head, label, suggested, ACCEPTED, who()), f"{item}: {label} → {suggested}")
         other = st.selectbox("Another label", [v for v in vocab if v not in (label, OTHER)], key=f"fix-other-{head}-{item}",
                              index=None, placeholder="Set another label…", label_visibility="collapsed")
