@@ -43,6 +43,8 @@ if words:
     st.caption("Ranked by the heads' probabilities for each photo, with the catalogue labels as evidence"
                + (" and the text tower's ranking fused in." if found.text_tower else
                   " (this backbone has no text tower: FashionCLIP would also rank by the words themselves)."))
+    if found.note():
+        (st.info if found.matches else st.warning)(found.note())
     st.subheader(f"{len(found.matches)} items for “{words}”")
     thumbnail_grid([{"path": m.path, "title": f"#{i} · {m.name}",
                      "lines": [" · ".join(v or "?" for v in m.labels.values()), f"id {m.id}"]}
@@ -96,7 +98,8 @@ if result.mode == "combo":
     # marks need the query to be a catalogue item: a picked one, or an upload identical to one of its photos
     anchor = result.query_id if result.query_id is not None else (
         result.query_view.get("same_as") if result.query_view else None)
-    outfit_board(result, root, items, anchor, preview)
+    # the query card shows what was searched: the product cut out of an upload, not the whole photo
+    outfit_board(result, root, items, anchor, preview if result.query_image is None else result.query_image)
 else:
     st.subheader(f"{len(result.matches)} matches · {mode_label}")
     note = result.same_item_note()

@@ -116,7 +116,8 @@ with st.form("rebuild"):
     go = st.form_submit_button("Rebuild", type="primary")
 st.caption("Every other setting repeats the current build's: " + (
     f"min class count {base.heads.min_class_count}, audit folds {base.heads.audit_folds}, ranking check "
-    f"{base.quality.per_change} photos per change, index {base.index}, engine {base.engine}."))
+    f"on {base.quality.per_change} held-out photos per change (half calibrate the filters, half are scored), "
+    f"index {base.index}, engine {base.engine}."))
 
 if go:
     cfg = replace(base, backbone=backbone, catalog=replace(base.catalog, root=Path(data), subset=subset))

@@ -281,7 +281,11 @@ def test_word_search_ranks_items_with_the_asked_labels_first(built, tiny_encoder
     assert all(m.labels["colour"] == kind[0] and m.labels["item_type"] == kind[1] for m in res.matches)
     brand = items["name"].str.split().str[0].value_counts().index[0]
     res = matcher.search_words(brand, k=3)
-    assert res.words and all(m.name.lower().startswith(brand.lower()) for m in res.matches)
+    assert res.words and all(m.name.lower().startswith(brand.lower()) for m in res.matches) and res.note() is None
+    res = matcher.search_words(f"{brand} xyzzyq", k=3)  # a word no name has is said, the rest still ranks
+    assert res.unmatched == ["xyzzyq"] and res.matches and "“xyzzyq”" in res.note()
+    res = matcher.search_words("xyzzyq qwertzu", k=3)  # nothing to rank by: no arbitrary list
+    assert not res.matches and res.note().startswith("Nothing in the catalogue matches")
 
 
 def test_word_search_fuses_the_text_tower_when_the_backbone_has_one(tiny_clip_dir, small_catalog, tmp_path):

@@ -370,6 +370,10 @@ def test_find_matches_searches_by_words(app):
     assert any("Read as:" in m.value and "colour = Black" in m.value for m in at.markdown)
     assert at.subheader[0].value.startswith("8 items for")
     assert len(at.image) == 8
+    at.text_input[0].set_value("xyzzyq")  # nothing in the catalogue: said, not answered with arbitrary items
+    at.run()
+    _no_errors(at)
+    assert [w for w in at.warning if w.value.startswith("Nothing in the catalogue matches")] and len(at.image) == 0
 
 
 def _session(workdir, monkeypatch, page: str) -> AppTest:

@@ -498,6 +498,8 @@ def cmd_search(a) -> int:
     asked = "; ".join(f"{h} = {' or '.join(v)}" for h, v in res.attributes.items()) or "no attribute"
     print(f"read as: {asked}" + (f"; name words: {', '.join(res.words)}" if res.words else "")
           + ("; ranked with the text tower too" if res.text_tower else ""))
+    if res.note():
+        print(res.note())
     for i, m in enumerate(res.matches, 1):
         print(f"{i:>3}. {m.id:<8} {m.name}  [{' / '.join(v or '?' for v in m.labels.values())}]")
     return 0

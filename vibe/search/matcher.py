@@ -26,7 +26,7 @@ from ..util.files import content_hash
 from ..util.images import ImageSource, load_image, read_bytes
 from . import outfit
 from .results import FindResult, Match, Prediction, WordResult, same_item_verdict
-from .words import fuse, parse, rank
+from .words import fuse, in_names, parse, rank
 
 MODES = ("same", "combo")
 # the filters of each mode; on a confidence tie the later one relaxes first
@@ -201,12 +201,16 @@ class Matcher:
         parsed = parse(query, values)
         if self._all_probs is None:  # every item's head probabilities, once per build: ranking by photo, not by label
             self._all_probs = self.art.heads.predict_proba(self.vectors)
+        unmatched = [w for w in parsed.words if not in_names(w, self._names).any()]
+        if parsed.words and not parsed.attributes and len(unmatched) == len(parsed.words) and not self.encoder.has_text:
+            # nothing to rank by ("xyzzy"): any list would be arbitrary items (a text tower still ranks by meaning)
+            return WordResult(query, parsed.attributes, parsed.words, False, [], unmatched)
         score = rank(self._all_probs, self.labels, self._names, parsed, self.vocabs, label_evidence)
         if self.encoder.has_text:
             score = fuse(score, self.vectors @ self.encoder.encode_text([query])[0])
         top = np.argsort(-score, kind="stable")[:k]
         return WordResult(query, parsed.attributes, parsed.words, self.encoder.has_text,
-                          [self.match(r, score[r]) for r in top])
+                          [self.match(r, score[r]) for r in top], unmatched)
 
     @property
     def vectors(self) -> np.ndarray:

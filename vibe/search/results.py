@@ -97,6 +97,16 @@ class WordResult:
     words: list[str]  # matched against product names
     text_tower: bool
     matches: list[Match] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)  # name words that no product name has
+
+    def note(self) -> str | None:
+        """What the page and the CLI say when the words did not all find something."""
+        if not self.matches:
+            return (f"Nothing in the catalogue matches “{self.query}”: no attribute was recognised and no product name "
+                    "has these words.")
+        if self.unmatched:
+            return f"No product name has {', '.join(f'“{w}”' for w in self.unmatched)}: ranked by the rest of the query."
+        return None
 
     def to_dict(self) -> dict:
         return asdict(self)

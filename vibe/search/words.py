@@ -101,9 +101,14 @@ def rank(probs: dict[str, np.ndarray], labels: dict[str, list], names: list[str]
             given = [0.5 if v is None else LABEL_RELIABILITY if v in values else 1 - LABEL_RELIABILITY for v in labels[head]]
             score += np.log(np.array(given))
     for word in parsed.words:
-        pattern = re.compile(rf"\b{re.escape(word)}", re.IGNORECASE)
-        score += np.fromiter((1.0 if pattern.search(n) else 0.0 for n in names), dtype=np.float64, count=len(names))
+        score += in_names(word, names)
     return score
+
+
+def in_names(word: str, names: list[str]) -> np.ndarray:
+    """1.0 for each product name with a word starting with `word`, else 0.0."""
+    pattern = re.compile(rf"\b{re.escape(word)}", re.IGNORECASE)
+    return np.fromiter((1.0 if pattern.search(n) else 0.0 for n in names), dtype=np.float64, count=len(names))
 
 
 def fuse(*rankings: np.ndarray, k: int = 60) -> np.ndarray:
