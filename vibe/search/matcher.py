@@ -201,11 +201,12 @@ class Matcher:
         parsed = parse(query, values)
         if self._all_probs is None:  # every item's head probabilities, once per build: ranking by photo, not by label
             self._all_probs = self.art.heads.predict_proba(self.vectors)
-        unmatched = [w for w in parsed.words if not in_names(w, self._names).any()]
+        hits = {w: in_names(w, self._names) for w in parsed.words}  # each word's names, read once
+        unmatched = [w for w, found in hits.items() if not found.any()]
         if parsed.words and not parsed.attributes and len(unmatched) == len(parsed.words) and not self.encoder.has_text:
             # nothing to rank by ("xyzzy"): any list would be arbitrary items (a text tower still ranks by meaning)
             return WordResult(query, parsed.attributes, parsed.words, False, [], unmatched)
-        score = rank(self._all_probs, self.labels, self._names, parsed, self.vocabs, label_evidence)
+        score = rank(self._all_probs, self.labels, self._names, parsed, self.vocabs, label_evidence, hits)
         if self.encoder.has_text:
             score = fuse(score, self.vectors @ self.encoder.encode_text([query])[0])
         top = np.argsort(-score, kind="stable")[:k]

@@ -83,12 +83,14 @@ LABEL_RELIABILITY = 0.9  # how often a catalogue label is taken to be right, as 
 
 
 def rank(probs: dict[str, np.ndarray], labels: dict[str, list], names: list[str], parsed: Parsed,
-         vocabs: dict[str, list[str]], label_evidence: bool = True) -> np.ndarray:
+         vocabs: dict[str, list[str]], label_evidence: bool = True,
+         name_hits: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """A score per catalogue item. For each attribute the query asks for: log p(one of the asked values) from the
     heads, which see the photo (an unlabelled or mislabelled item is still found), plus (with `label_evidence`) the
     catalogue label as evidence right 90 % of the time (log 0.9 when it is one of the asked values, log 0.1 when it is
     another, log 0.5 when missing). Then one point per query word found in the product name. Without label evidence
-    the ranking comes from the photos and names alone: what a figure scored against the catalogue labels must use."""
+    the ranking comes from the photos and names alone: what a figure scored against the catalogue labels must use.
+    `name_hits`: each query word's `in_names`, when the caller has them already."""
     if not parsed.attributes and not parsed.words:
         raise VibeError("Nothing to search for: type attributes (a colour, an item type, men/women, a usage) or words "
                         "of product names.")
@@ -101,7 +103,7 @@ def rank(probs: dict[str, np.ndarray], labels: dict[str, list], names: list[str]
             given = [0.5 if v is None else LABEL_RELIABILITY if v in values else 1 - LABEL_RELIABILITY for v in labels[head]]
             score += np.log(np.array(given))
     for word in parsed.words:
-        score += in_names(word, names)
+        score += name_hits[word] if name_hits is not None else in_names(word, names)
     return score
 
 
