@@ -40,8 +40,8 @@ def _card(m: Match, rank: int, root: Path, items, anchor: int | None, key: str) 
 def outfit_board(result: FindResult, root: Path, items, anchor: int | None, preview, per_row: int = 5) -> None:
     """The board: the best option of every slot, alternatives per slot in an expander, the marks on every card."""
     slot = result.query_slot or {}
-    guessed = "nearest" in slot.get("how", "")  # the heads were unsure: the slot is its neighbours' vote
-    st.subheader(f"Outfit around this {slot.get('slot', 'item')}" + (" (by its look-alikes)" if guessed else ""))
+    # the heads were unsure: the slot is its neighbours' vote
+    st.subheader(f"Outfit around this {slot.get('slot', 'item')}" + (" (by its look-alikes)" if slot.get("voted") else ""))
     st.caption(f"Its slot comes from {slot.get('how', '?')}. Each card is the best item of one slot for this style, "
                "among items that pass the filters above; more options per slot below. The numbers are the ranks of "
                "the download.")

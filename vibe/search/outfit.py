@@ -20,7 +20,7 @@ def query_slot(matcher, emb: np.ndarray, preds: dict[str, Prediction], known: di
         return {"slot": matcher.slot_of_type[t.label], "how": f"the predicted item type {t.label} ({t.confidence:.2f})"}
     rows, _ = matcher.art.clip.search(emb, 10)
     votes = pd.Series([matcher.labels["slot"][r] for r in rows]).value_counts()
-    return {"slot": str(votes.index[0]), "how": f"{votes.iloc[0]} of its 10 nearest catalogue photos"}
+    return {"slot": str(votes.index[0]), "how": f"{votes.iloc[0]} of its 10 nearest catalogue photos", "voted": True}
 
 
 def board(matcher, emb: np.ndarray, allowed: np.ndarray, slots: tuple[str, ...], per_slot: int) -> dict[str, list[Match]]:
