@@ -5,7 +5,7 @@ from pages.ui.board import outfit_board
 from pages.ui.common import guard, page_with_bundle, thumbnail_grid
 from pages.ui.picker import pick_product, picked_so_far
 from vibe.util.files import content_hash
-from vibe.util.images import PHOTO_SUFFIXES
+from vibe.util.images import PHOTO_TYPES
 
 MODES = {"Same item (strict)": "same", "Style combo (mix & match)": "combo"}
 
@@ -21,7 +21,7 @@ with left:
         words = st.text_input("Words", placeholder="e.g. white sports shoes men, navy kurta, Puma")
         query, preview = None, None
     elif source == "Upload a photo":
-        upload = st.file_uploader("Product photo", type=[s[1:] for s in PHOTO_SUFFIXES])
+        upload = st.file_uploader("Product photo", type=PHOTO_TYPES)
         query = {"image": upload.getvalue(), "name": upload.name} if upload else None
         preview = upload.getvalue() if upload else None
     else:

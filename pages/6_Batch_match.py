@@ -8,7 +8,7 @@ import streamlit as st
 from pages.ui.common import guard, page_with_bundle
 from vibe.search.batch import COLUMNS, as_table, match_photos, per_photo, photos_from_uploads
 from vibe.util.files import content_hash
-from vibe.util.images import PHOTO_SUFFIXES, load_image
+from vibe.util.images import PHOTO_TYPES, load_image
 
 TOP = 3
 bundle = page_with_bundle("Batch match")
@@ -17,7 +17,7 @@ st.caption("Upload a competitor's collection, a supplier's photos or a folder zi
            "*Same item* (or *Style combo*) mode, and photos whose best match is under the build's same-item threshold "
            "are marked **no match**. The same run from a terminal: `python -m vibe match FOLDER --out matches.csv`.")
 
-uploads = st.file_uploader("Photos, or a zip of photos", type=[s[1:] for s in PHOTO_SUFFIXES] + ["zip"],
+uploads = st.file_uploader("Photos, or a zip of photos", type=[*PHOTO_TYPES, "zip"],
                            accept_multiple_files=True)
 left, right = st.columns(2)
 mode = left.segmented_control("Mode", ["same", "combo"], default="same", required=True,
@@ -31,7 +31,7 @@ key = content_hash(b"".join(content_hash(d).encode() for _, d in files) + f"{mod
 with guard():
     photos = photos_from_uploads(files)
 if not photos:
-    st.info("None of these files is a photo (" + ", ".join(s[1:] for s in PHOTO_SUFFIXES) + ", or a zip of them).")
+    st.info("None of these files is a photo (" + ", ".join(PHOTO_TYPES) + ", or a zip of them).")
     st.stop()
 
 if st.session_state.get("batch", {}).get("key") != key:

@@ -18,6 +18,7 @@ MAX_PIXELS = 40_000_000
 MIN_SIDE = 16  # a smaller image (an icon, a tracking pixel) shows no product: searching it would return noise
 # the photo files every upload and batch accepts (what PIL decodes here), named once for the uploaders and the messages
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+PHOTO_TYPES = tuple(s[1:] for s in PHOTO_SUFFIXES)  # as file uploaders take them
 PHOTO_FORMATS = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 
 
