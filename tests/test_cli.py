@@ -154,3 +154,22 @@ def test_log_progress_shows_each_tenth_of_a_stage():
         report("heads", done, 300)
     shown = [int(line.split(": ")[1].split("/")[0]) for line in out.getvalue().splitlines()]
     assert shown == [0, 30, 60, 90, 120, 150, 180, 210, 240, 270, 300]
+
+
+def test_find_names_the_other_products_it_tried_and_how_to_search_one(cli_built, tmp_path, capsys):
+    from conftest import two_products_on_noise
+
+    path = tmp_path / "two.png"
+    two_products_on_noise().save(path)
+    capsys.readouterr()
+    assert main(["find", str(path), "--json", "--workdir", str(cli_built)]) == 0
+    others = json.loads(capsys.readouterr().out)["query_view"]["others"]
+    assert others and all({"proposal", "box", "id", "name", "path", "score", "verdict"} <= set(o) for o in others)
+    assert main(["find", str(path), "--workdir", str(cli_built)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("also in this photo:")]
+    assert len(lines) == len(others)
+    for line, o in zip(lines, others):
+        n = o["proposal"] + 1
+        assert f"product {n}, nearest {o['id']} {o['name']} ({o['score']:.3f}" in line and f"--product {n})" in line
+    assert main(["find", str(path), "--product", str(others[0]["proposal"] + 1), "--json", "--workdir", str(cli_built)]) == 0
+    assert json.loads(capsys.readouterr().out)["query_view"]["proposal"] == others[0]["proposal"]  # the hint works

@@ -5,7 +5,7 @@ import io
 
 import numpy as np
 import pytest
-from conftest import SAMPLE
+from conftest import SAMPLE, two_products_on_noise
 from PIL import Image
 
 from vibe.eval.reshoot import CHANGES, reshoot
@@ -173,10 +173,7 @@ def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder)
     tinted.paste(product, (150, 80), product)
     res = matcher.find(_png(tinted), mode="same", k=3)
     assert res.query_view["views"] == 1 and "framed on white" in res.query_view["note"]
-    busy = Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 500, 3), dtype=np.uint8))
-    other = cutout(Image.open(sorted((SAMPLE / "images").iterdir())[9]).convert("RGB").resize((180, 240)))
-    busy.paste(product, (40, 80), product)
-    busy.paste(other, (280, 100), other)  # two products of a size: both among the proposals a search tries
+    busy = two_products_on_noise()
     res = matcher.find(_png(busy), mode="same", k=3)
     # the first proposals (vibe.locate.query.tried), with the whole photo and the segmenter's cut-out beside them (a
     # cut-off or busy photo); the result names the proposal of the view it kept (None: the whole photo or the cut-out)
@@ -200,6 +197,29 @@ def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder)
     assert picked == int(np.argmax(scores[:, 0])) and res.query_view["picked"] == picked
     same_photo = matcher.find(matcher.art.catalog_root / matcher.art.items["path"].iat[0], k=2)
     assert "the same photo as catalogue item" in same_photo.query_view["note"]
+
+
+def test_a_default_search_shows_the_other_products_it_tried_with_their_nearest_photo(built, tiny_encoder):
+    # Google Lens' "also in this photo": when the kept view is the wrong product (a cup beside the bag), the bag's
+    # nearest catalogue photo is on the page without another search. Each is what that product finds searched alone.
+    from vibe.locate.query import tried
+    from vibe.search.matcher import Matcher
+    from vibe.store.artifacts import load_artifacts
+
+    matcher = Matcher(load_artifacts(built[0]), tiny_encoder)
+    busy = two_products_on_noise()
+    res = matcher.find(_png(busy), mode="same", k=3)
+    kept, others = res.query_view["proposal"], res.query_view["others"]
+    found = matcher.locator.views(busy)
+    listed = [o["proposal"] for o in others]
+    assert others and len(set(listed)) == len(listed) and set(listed) <= set(tried(found.proposals)) - {kept}
+    for o in others:
+        alone = matcher.find(_png(busy), mode="same", k=1, proposal=o["proposal"])
+        assert o["score"] == pytest.approx(alone.familiarity, abs=1e-4) and o["box"] == alone.query_view["box"]
+        assert o["verdict"] == ("match" if o["score"] >= matcher.same_photo_cosine else "no match")
+        assert o["path"] == matcher.art.items["path"].iat[int(np.flatnonzero(matcher.art.items["id"] == o["id"])[0])]
+    one = matcher.find(_png(busy), mode="same", k=1, proposal=listed[0])  # a product picked: nothing else was tried
+    assert one.query_view["others"] == []
 
 
 def test_busy_reshoots_are_cached_with_the_photos_their_backdrop_is_made_of(built, tiny_encoder, tmp_path):

@@ -291,6 +291,10 @@ def _print_result(res) -> None:
             print(f"products found: {len(shown)} ("
                   + "; ".join(f"{i}: box {','.join(map(str, p['box']))} score {p['score']:.2f}" for i, p in enumerate(shown, 1))
                   + ")")
+        for o in res.query_view.get("others") or []:
+            print(f"also in this photo: product {o['proposal'] + 1}, nearest {o['id']} {o['name']} ({o['score']:.3f}"
+                  + (", close enough to be that very product" if o["verdict"] == "match" else "")
+                  + f"; search it with --product {o['proposal'] + 1})")
     print("predicted attributes:")
     for head, p in res.predictions.items():
         print(f"  {head:<10} {p.label:<16} {p.confidence:.2f}")

@@ -158,11 +158,14 @@ class Matcher:
             result.query_view = {"views": 1, "picked": 0, "note": f"the same photo as catalogue item {same_as}",
                                  "same_as": same_as, "proposals": [], "proposal": None, "box": None}
             return result
-        emb, picked = self.pick_view(self.encoder.encode_views(found.views) if embedded is None else embedded)
-        result = self.search(emb, mode=mode, k=k, exclude=exclude, per_slot=per_slot)
+        embedded = np.atleast_2d(self.encoder.encode_views(found.views) if embedded is None else embedded)
+        nearest = self.nearest_of_views(embedded) if len(embedded) > 1 else None
+        picked = int(np.argmax(nearest[1])) if nearest is not None else 0
+        result = self.search(embedded[picked], mode=mode, k=k, exclude=exclude, per_slot=per_slot)
         result.query_view = {"views": len(found.views), "picked": picked, "note": found.note(picked),
                              "proposals": [{"box": found.in_photo(p.box), "score": round(p.score, 3)} for p in found.proposals],
-                             "proposal": found.proposal(picked), "box": found.in_photo(found.boxes[picked]) if found.boxes else None}
+                             "proposal": found.proposal(picked), "box": found.in_photo(found.boxes[picked]) if found.boxes else None,
+                             "others": self._others(found, picked, nearest, exclude)}
         result.query_image = found.views[picked]  # what was searched: the framed product, its cut-out, a crop...
         return result
 
@@ -189,9 +192,33 @@ class Matcher:
         views = np.atleast_2d(views)
         if len(views) == 1:
             return views[0], 0
-        scores, _ = self.art.clip.index.search(np.ascontiguousarray(views, dtype=np.float32), 1)
-        best = int(np.argmax(scores[:, 0]))
+        best = int(np.argmax(self.nearest_of_views(views)[1]))
         return views[best], best
+
+    def nearest_of_views(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each view's nearest catalogue photo, any item: (rows, cosines), one pass for all the views."""
+        scores, rows = self.art.clip.index.search(np.ascontiguousarray(np.atleast_2d(views), dtype=np.float32), 1)
+        return rows[:, 0], scores[:, 0]
+
+    def _others(self, found, picked: int, nearest, exclude) -> list[dict]:
+        """The other products a default search tried in the photo (views cut from proposals other than the kept one),
+        each with its nearest catalogue photo and whether that is close enough to be the same item: Google Lens'
+        "also in this photo", so that a wrong pick (a cup beside the bag) shows the bag's match at a glance. Most
+        catalogue-like first; from the same scan that picked the view."""
+        if nearest is None:
+            return []
+        rows, scores = nearest
+        seen, out = {found.proposal(picked)}, []
+        for v in np.argsort(-scores, kind="stable"):
+            source = found.proposal(int(v))
+            if source is None or source in seen or rows[v] < 0 or rows[v] in exclude or rows[v] == rows[picked]:
+                continue  # not a proposal, one already listed, or one that finds what the kept view finds
+            seen.add(source)
+            m = self.match(rows[v], scores[v])
+            out.append({"proposal": source, "box": found.in_photo(found.boxes[v]), "view": found.names[v], "id": m.id,
+                        "name": m.name, "path": m.path, "score": round(m.score, 4),
+                        "verdict": same_item_verdict([m], self.same_photo_cosine)["verdict"]})
+        return out
 
     def search_words(self, query: str, k: int = 10, label_evidence: bool = True) -> WordResult:
         """Catalogue items for a query in words ("white sports shoes men"): see vibe.search.words.rank."""
