@@ -3,7 +3,7 @@ import streamlit as st
 
 from pages.ui.board import outfit_board
 from pages.ui.common import guard, page_with_bundle, thumbnail_grid
-from pages.ui.picker import pick_product, picked_so_far
+from pages.ui.picker import other_products, pick_product, picked_so_far
 from vibe.util.files import content_hash
 from vibe.util.images import PHOTO_TYPES
 
@@ -93,6 +93,9 @@ with q2:
     for f in result.filter_notes:
         if not f.applied:
             st.caption(f"Not filtered on **{f.head} = {f.value}** ({f.status}): {f.reason}.", help=f.detail or None)
+
+if picker and result.query_view:
+    other_products(result.query_view.get("others") or [], key, root)
 
 if result.mode == "combo":
     # marks need the query to be a catalogue item: a picked one, or an upload identical to one of its photos

@@ -288,6 +288,31 @@ def test_an_upload_says_whether_match_1_is_the_same_product(app, monkeypatch):
             assert [m for m in at.success if m.value.startswith("Match 1 is close enough")] and not at.warning
 
 
+def test_an_upload_shows_the_other_products_tried_and_one_click_searches_one(app):
+    import io
+
+    from conftest import two_products_on_noise
+
+    from vibe.util.files import content_hash
+
+    buf = io.BytesIO()
+    two_products_on_noise().save(buf, "PNG")
+    at = _open(app, "1_Find_matches.py")
+    at.file_uploader[0].set_value(("two.png", buf.getvalue(), "image/png"))
+    at.run()
+    _no_errors(at)
+    assert [m for m in at.markdown if m.value.startswith("**Also in this photo**")]
+    key = content_hash(buf.getvalue())[:12]
+    buttons = [b for b in at.button if b.key and b.key.startswith(f"other-{key}-")]
+    assert buttons and all(b.label == f"Search product {int(b.key.rsplit('-', 1)[1]) + 1}" for b in buttons)
+    product = int(buttons[0].key.rsplit("-", 1)[1])
+    buttons[0].click()
+    at.run()
+    _no_errors(at)
+    assert [c for c in at.caption if c.value.startswith(f"searched as product {product + 1} of ")]
+    assert not [m for m in at.markdown if m.value.startswith("**Also in this photo**")]  # one product searched
+
+
 def test_catalogue_qa_lists_label_problems_and_duplicates_with_exports(app, built):
     from vibe.qa.labels import audit_labels
 

@@ -11,6 +11,8 @@ import streamlit as st
 import streamlit.components.v1 as components
 from PIL import Image
 
+from pages.ui.common import thumbnail_grid
+
 _component = components.declare_component("product_picker", path=str(Path(__file__).with_name("boxes")))
 
 
@@ -65,3 +67,21 @@ def pick_product(photo: Image.Image, proposals, key: str, searched: int | None =
                 state["choice"] = ("box", box)
                 st.rerun()
     return state["choice"]
+
+
+def other_products(others: list[dict], key: str, root: Path) -> None:
+    """The other products the default search tried in upload `key` (FindResult.query_view["others"]), each with its
+    nearest catalogue photo: what the search did not keep, at a glance; a button searches one of them."""
+    if not others:
+        return
+    st.markdown("**Also in this photo**: the other products tried, each with its nearest catalogue photo")
+
+    def search(card: dict) -> None:
+        if st.button(f"Search product {card['proposal'] + 1}", key=f"other-{key}-{card['proposal']}"):
+            st.session_state[f"pick-{key}"]["choice"] = ("proposal", card["proposal"])
+            st.rerun()
+
+    thumbnail_grid([{"path": o["path"], "proposal": o["proposal"], "title": f"Product {o['proposal'] + 1}",
+                     "lines": [o["name"], f"id {o['id']} · similarity {o['score']:.3f}",
+                               *(["close enough to be this very product"] if o["verdict"] == "match" else [])]}
+                    for o in others], root, columns=6, actions=search)
