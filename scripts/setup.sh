@@ -7,14 +7,20 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-stamp=.venv/.requirements.sha
-want=$(cat requirements.txt "$@" | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  # torch first and alone: the CPU build on this machine's disk, never a CUDA download
-  .venv/bin/python -m pip install -q "$(grep '^torch==' requirements.txt)"
+# one stamp per requirements file: the dashboard (requirements.txt) and the tests (plus requirements-scale.txt) share a
+# venv without reinstalling each other's packages; requirements.txt's pins are always given to pip with the others
+changed=()
+for f in requirements.txt "$@"; do
+  [ "$(cat ".venv/.stamp-$(basename "$f")" 2>/dev/null)" = "$(sha256sum < "$f")" ] || changed+=("$f")
+done
+if [ ${#changed[@]} -gt 0 ]; then
+  if [ "${changed[0]}" = requirements.txt ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    # torch first and alone: the CPU build on this machine's disk, never a CUDA download
+    .venv/bin/python -m pip install -q "$(grep '^torch==' requirements.txt)"
+  fi
   extra=()
-  for f in "$@"; do extra+=(-r "$f"); done
+  for f in "${changed[@]}"; do [ "$f" = requirements.txt ] || extra+=(-r "$f"); done
   .venv/bin/python -m pip install -q -r requirements.txt "${extra[@]}"
-  echo "$want" > "$stamp"
+  for f in "${changed[@]}"; do sha256sum < "$f" > ".venv/.stamp-$(basename "$f")"; done
 fi
