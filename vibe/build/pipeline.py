@@ -167,13 +167,13 @@ def build(cfg: BuildConfig, progress: Progress = silent, encoder: Encoder | None
     """The one build path, used by `python -m vibe build` and the dashboard's Rebuild page."""
     workdir = cfg.workdir
     timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    catalog = load_catalog(cfg.catalog)  # before the workdir is made: a wrong --data leaves nothing behind
+    timings["catalogue"] = time.perf_counter() - t0
     with build_lock(workdir):
         remove_leftovers(workdir)
-        t0 = time.perf_counter()
-        catalog = load_catalog(cfg.catalog)
         for line in catalog.report.lines():
             log(line)
-        timings["catalogue"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         if encoder is None:
