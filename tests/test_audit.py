@@ -350,7 +350,7 @@ def test_planted_faults_are_measured_by_what_the_audit_finds(small_catalog, tmp_
 
     from conftest import fast_build_config
 
-    from vibe.qa.planted import measure
+    from vibe.qa.planted import measure, summary_lines
 
     cfg = fast_build_config(small_catalog, tmp_path / "w", audit_folds=3)
     cfg = replace(cfg, backbone="vibe-mini", quality=replace(cfg.quality, per_change=16))
@@ -362,6 +362,9 @@ def test_planted_faults_are_measured_by_what_the_audit_finds(small_catalog, tmp_
     assert all(0 <= m["precision_at_n"] <= m["recall_at_2n"] for m in labels["methods"].values())
     assert labels["estimate"] > 0 and labels["estimate_original"] >= 0
     assert 0 <= dupes["recall"] <= 1 and dupes["groups"] >= dupes["other_groups"]
+    said = summary_lines(out)  # what `audit planted` prints under its table without --json
+    assert said[0].startswith(f"uniform flips: estimate {labels['estimate']} of 15 planted + {labels['estimate_original']} ")
+    assert said[1].startswith(f"uniform build, duplicates: recall {dupes['recall']:.2f} of 12 planted copies")
 
 
 def test_word_search_without_label_evidence_ranks_by_the_photos_alone():

@@ -81,6 +81,7 @@ def test_user_errors_are_one_line_without_traceback(cli_built, tmp_path):
         ("find", str(tmp_path / "missing.jpg"), "--workdir", str(cli_built)),
         ("find", str(tmp_path / "notes.txt"), "--workdir", str(cli_built)),
         ("find", "--item", "1", "--workdir", str(tmp_path / "nothing-built")),
+        ("status", "--workdir", str(tmp_path / "nothing-built")),
         ("build", "--data", str(tmp_path / "no-such-folder"), "--backbone", "tiny-random", "--workdir", str(tmp_path / "w")),
     ]
     for args in cases:
@@ -89,6 +90,8 @@ def test_user_errors_are_one_line_without_traceback(cli_built, tmp_path):
         assert "Traceback" not in r.stderr
         errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
         assert len(errors) == 1, r.stderr
+    assert not (tmp_path / "w").exists()  # a build given a wrong --data leaves no workdir behind
+    assert not (tmp_path / "nothing-built").exists()  # nor does a search of one never built
 
 
 def test_a_missing_or_unreadable_photo_fails_before_torch_or_the_model_load(cli_built, tmp_path):

@@ -514,16 +514,17 @@ def cmd_audit(a) -> int:
     from .qa.labels import audit_labels
 
     if a.audit == "planted":
-        from .qa.planted import measure, table_lines
+        from .qa.planted import measure, summary_lines, table_lines
 
         cfg = BuildConfig(catalog=_catalog_config(a), backbone=a.backbone or default_backbone(),
                           workdir=a.workdir or default_workdir() / "planted")
         progress = _progress(a.json)
         result = measure(cfg, flip=a.flip, copies=a.copies, seed=a.seed, kinds=tuple(a.kinds), progress=progress, log=_say)
         progress.close()
-        print(json.dumps(result, indent=None if a.json else 2))
-        if not a.json:
-            print("\n".join(["precision at the number flipped:", *table_lines(result)]))
+        if a.json:
+            print(json.dumps(result))
+        else:
+            print("\n".join(["precision at the number flipped:", *table_lines(result), *summary_lines(result)]))
         return 0
     bundle = _load(a.workdir or default_workdir(), None)
     art = bundle.artifacts
@@ -671,8 +672,10 @@ def cmd_status(a) -> int:
     from .store.artifacts import status
 
     st = status(a.workdir or default_workdir())
-    print(json.dumps(st, indent=2, default=str))
-    return 0 if st["built"] else 1
+    print(json.dumps(st, indent=2, default=str))  # the JSON either way: scripts read "built"
+    if not st["built"]:
+        raise VibeError(st["message"])
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

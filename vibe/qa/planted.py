@@ -232,3 +232,18 @@ def table_lines(result: dict) -> list[str]:
     lines.append("| the list as shown (disagreements only) | "
                  + " | ".join(f"{result['labels'][k]['shipped']['precision_at_n']:.3f}" for k in kinds) + " |")
     return lines
+
+
+def summary_lines(result: dict) -> list[str]:
+    """Beside the table: each flip kind's estimate against the planted and the original's errors, and the duplicate
+    audit's recall of the planted copies with its false groups."""
+    lines = []
+    for kind, labels in result["labels"].items():
+        lines.append(f"{kind} flips: estimate {labels['estimate']} of {labels['flipped']} planted + "
+                     f"{labels['estimate_original']} on the original labels ({labels['estimate_over_planted_plus_own']:.2f})")
+    for kind, dupes in result["duplicates"].items():
+        lines.append(f"{kind} build, duplicates: recall {dupes['recall']:.2f} of {dupes['planted']} planted copies "
+                     f"(hard {dupes['recall_hard']:.2f}), {dupes['other_groups_not_same_bytes']} other groups not of the "
+                     f"same bytes; before the shot check {dupes['unchecked']['recall']:.2f}, "
+                     f"{dupes['unchecked']['other_groups_not_same_bytes']}")
+    return lines
