@@ -252,30 +252,25 @@ class Locator:
                 sources.append(proposals.index(rival) if rival in proposals else None)  # not listed: it overlaps framing's
             inside = [i for i, p in enumerate(proposals) if iou(p.box, found.box) < SEVERAL_IOU and _inside(p.box, found.box)]
             if len(inside) >= 2:  # framing boxed several products as one: each is tried too
-                more = self._of_proposals(photo, proposals, [inside[j] for j in tried([proposals[i] for i in inside])
-                                                             if inside[j] not in sources])
-                views, names, boxes, sources = [*views, *more.views], [*names, *more.names], [*boxes, *more.boxes], [
-                    *sources, *more.sources]
+                chosen = [inside[j] for j in tried([proposals[i] for i in inside]) if inside[j] not in sources]
+                made = list(_VIEWS.map(lambda i: self.view(photo, proposals[i].box), chosen))
+                views, boxes, sources = [*views, *(v for v, _ in made)], [*boxes, *(proposals[i].box for i in chosen)], [
+                    *sources, *chosen]
+                names += [f"product {i + 1} of {len(proposals)} ({how})" for i, (_, how) in zip(chosen, made)]
             return QueryViews(views, names, found, boxes, proposals, sources, photo)
         if proposals:
             default = not every and proposal is None
-            made = self._of_proposals(photo, proposals, range(len(proposals)) if every else tried(proposals) if default
-                                      else [proposal])
-            views, names, boxes, sources = made.views, made.names, made.boxes, made.sources
+            chosen = range(len(proposals)) if every else tried(proposals) if default else [proposal]
+            made = list(_VIEWS.map(lambda i: self.view(photo, proposals[i].box), chosen))
+            views, names = [v for v, _ in made], [f"product {i + 1} of {len(proposals)} ({how})" for i, (_, how)
+                                                  in zip(chosen, made)]
+            boxes, sources = [proposals[i].box for i in chosen], list(chosen)
             if default:  # also the views that serve a cut-off or busy photo
                 more = self._fallback(photo, found, EXTRA)
                 views, names, boxes = [*views, *more.views], [*names, *more.names], [*boxes, *more.boxes]
                 sources += more.sources
             return QueryViews(views, names, found, boxes, proposals, sources, photo)
         return self._fallback(photo, found)
-
-    def _of_proposals(self, photo: Image.Image, proposals: list[Proposal], chosen) -> QueryViews:
-        """The views of the `chosen` proposals (their numbers), made two at a time (GrabCut is most of the time)."""
-        chosen = list(chosen)
-        made = list(_VIEWS.map(lambda i: self.view(photo, proposals[i].box), chosen))
-        return QueryViews([v for v, _ in made], [f"product {i + 1} of {len(proposals)} ({how})" for i, (_, how)
-                                                 in zip(chosen, made)], boxes=[proposals[i].box for i in chosen],
-                          sources=chosen)
 
     def _fallback(self, photo: Image.Image, found: Framing, which=("whole", "crops", "cutout")) -> QueryViews:
         """No product proposed: the whole photo, fixed crops when there is no detector, and the segmenter's cut-out."""
