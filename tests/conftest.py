@@ -24,23 +24,20 @@ def requires_shared(test):
     return pytest.mark.shared(skip(test))
 
 
-def two_products_on_noise(backdrop=None):
-    """Two catalogue products of a size pasted on noise (no plain backdrop to frame: both among the proposals a default
-    search tries), or on a plain `backdrop` colour (a flat lay: framing takes both as one box)."""
+def two_products_on_noise():
+    """Two catalogue products of a size pasted on noise (no plain backdrop to frame): both among the proposals a default
+    search tries."""
     import numpy as np
     from PIL import Image
 
     from vibe.locate.framing import cutout
 
     photos = sorted((SAMPLE / "images").iterdir())
-    if backdrop is None:
-        photo = Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 500, 3), dtype=np.uint8))
-    else:
-        photo = Image.new("RGB", (500, 400), backdrop)
+    busy = Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 500, 3), dtype=np.uint8))
     for index, at in ((4, (40, 80)), (9, (280, 100))):
         product = cutout(Image.open(photos[index]).convert("RGB").resize((180, 240)))
-        photo.paste(product, at, product)
-    return photo
+        busy.paste(product, at, product)
+    return busy
 
 
 def pytest_configure(config):

@@ -222,33 +222,6 @@ def test_a_default_search_shows_the_other_products_it_tried_with_their_nearest_p
     assert one.query_view["others"] == []
 
 
-def test_a_flat_lay_of_two_products_tries_each_product_inside_framings_box(built, tiny_encoder):
-    # framing takes the two products on one plain sheet as one box; the detector's products inside it are searched too
-    # (on the held-out calibrate part this found real backdrops' products that framing's box held with the backdrop)
-    from vibe.locate.boxes import iou
-    from vibe.locate.query import SEVERAL_IOU
-    from vibe.search.matcher import Matcher
-    from vibe.store.artifacts import load_artifacts
-
-    matcher = Matcher(load_artifacts(built[0]), tiny_encoder)
-    lay = two_products_on_noise(backdrop=(236, 236, 232))
-    found = matcher.locator.views(lay)
-    assert found.framing.applied and found.names[0].startswith("the product on a plain backdrop")
-    pasted = [(40, 80, 220, 320), (280, 100, 460, 340)]  # where two_products_on_noise puts them (their cut-outs inside)
-    alone = [b for b in found.boxes if b is not None and iou(b, found.framing.box) < 0.5]
-    for product in pasted:  # each product searched in a view of its own beside framing's box of both
-        assert max(iou(product, b) for b in alone) > 0.5, (found.names, found.boxes)
-    assert [n for n in found.names if n.startswith("product ")]  # one of them only found inside framing's box
-    assert all(iou(found.proposals[s].box, found.framing.box) < SEVERAL_IOU for s, n in zip(found.sources, found.names)
-               if n.startswith("product "))
-    one = Image.new("RGB", (500, 400), (236, 236, 232))  # one product: nothing more is tried
-    product = _product()
-    one.paste(product, (150, 80), product)
-    assert not [n for n in matcher.locator.views(one).names if n.startswith("product ")]
-    res = matcher.find(_png(lay), mode="same", k=3)
-    assert res.query_view["views"] == len(found.views) and res.query_view["others"]
-
-
 def test_busy_reshoots_are_cached_with_the_photos_their_backdrop_is_made_of(built, tiny_encoder, tmp_path):
     from vibe.eval.queries import Originals, embed_reshoots
     from vibe.eval.reshoot import backdrop_photos

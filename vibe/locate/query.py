@@ -18,9 +18,8 @@ from .grabcut import VERSION as GRABCUT_VERSION
 from .grabcut import cut_in_box
 from .proposals import Proposal
 
-VERSION = "views-9"  # how views are made from proposals and framing: change it when that changes (6: FRAME_LIGHT;
-# 8: a clipped backdrop channel's cast read off the other two; 9: the products inside framing's box; 7 was an
-# experiment's, not kept)
+VERSION = "views-8"  # how views are made from proposals and framing: change it when that changes (6: FRAME_LIGHT;
+# 8: a clipped backdrop channel's cast read off the other two; 7 was an experiment's, not kept)
 EXTRA = ("whole", "cutout")  # searched beside the first proposals of a photo framing cannot take
 # A photo framing cannot take is searched as each of its first TRY proposals (and EXTRA), the most catalogue-like kept:
 # on a real-photo backdrop the most prominent box is often a piece of the backdrop (a cat, coins, a motorcycle). A
@@ -28,9 +27,6 @@ EXTRA = ("whole", "cutout")  # searched beside the first proposals of a photo fr
 # too. Chosen on the held-out calibrate part (300 photos a kind, same mode recall@1): the first proposal alone: real
 # backdrop 0.327, page 0.897; the first 4: 0.403, 0.733; the first 4 with TRY_AREA 0.4: 0.383, 0.903 (phone 0.670 all).
 TRY, TRY_AREA = 4, 0.4
-# framing's box holds several products when at least two proposals lie inside it, each overlapping it under this IoU
-# (a flat lay, a table, a plain patch of a real backdrop): those are tried too, as the first TRY of a photo are
-SEVERAL_IOU = 0.3
 GRID = 3  # without a detector: GRID x GRID fixed crops
 # a plain backdrop this light and this close to grey, but not white, may be white under a colour cast (a warm or a cool
 # white balance) or a cream sheet of paper: the product is searched both as it is and evened out so the backdrop is white
@@ -250,13 +246,6 @@ class Locator:
                 view, how = self.view(photo, rival.box)
                 views, names, boxes = [*views, view], [*names, f"the detector's product ({how})"], [*boxes, rival.box]
                 sources.append(proposals.index(rival) if rival in proposals else None)  # not listed: it overlaps framing's
-            inside = [i for i, p in enumerate(proposals) if iou(p.box, found.box) < SEVERAL_IOU and _inside(p.box, found.box)]
-            if len(inside) >= 2:  # framing boxed several products as one: each is tried too
-                chosen = [inside[j] for j in tried([proposals[i] for i in inside]) if inside[j] not in sources]
-                made = list(_VIEWS.map(lambda i: self.view(photo, proposals[i].box), chosen))
-                views, boxes, sources = [*views, *(v for v, _ in made)], [*boxes, *(proposals[i].box for i in chosen)], [
-                    *sources, *chosen]
-                names += [f"product {i + 1} of {len(proposals)} ({how})" for i, (_, how) in zip(chosen, made)]
             return QueryViews(views, names, found, boxes, proposals, sources, photo)
         if proposals:
             default = not every and proposal is None
