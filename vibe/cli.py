@@ -79,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
                    help="FAISS index: exact, ivf (IVF-SQ8, approximate), or auto (exact up to 200,000 items; default)")
     b.add_argument("--engine", choices=ENGINES, default=None,
                    help="where images are embedded: here (default), or on Ray (pip install -r requirements-scale.txt)")
-    b.add_argument("--ray-address", default=None, help="a Ray cluster: ray://HOST:10001, or auto (default: a local Ray)")
+    b.add_argument("--ray-address", default=None, help="a Ray cluster this machine is a node of: auto or HEAD:6379 (default: a local Ray; ray:// Ray Client addresses cannot run Ray Data)")
     b.add_argument("--ray-workers", type=int, default=None, help=f"embedding actors on Ray (default {BuildConfig.ray_workers})")
     b.add_argument("--audit-folds", type=int, default=None, metavar="K",
                    help=f"out-of-fold heads for the label audit (default {HeadsConfig.audit_folds}; 0: no audit)")
