@@ -82,6 +82,7 @@ def test_user_errors_are_one_line_without_traceback(cli_built, tmp_path):
         ("find", str(tmp_path / "notes.txt"), "--workdir", str(cli_built)),
         ("find", "--item", "1", "--workdir", str(tmp_path / "nothing-built")),
         ("status", "--workdir", str(tmp_path / "nothing-built")),
+        ("build", "--data", "data/sample", "--engine", "ray", "--ray-address", "ray://head:10001", "--workdir", str(tmp_path / "w")),
         ("build", "--data", str(tmp_path / "no-such-folder"), "--backbone", "tiny-random", "--workdir", str(tmp_path / "w")),
     ]
     for args in cases:

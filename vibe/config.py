@@ -148,7 +148,7 @@ class BuildConfig:
     precision: str = "auto"  # the encoder's runtime: auto (fastest measured here, vibe.models.runtime) | fp32 | bf16 | int8
     index: str = "auto"  # exact | ivf | auto: exact FAISS search up to vibe.store.index.EXACT_MAX items, IVF-SQ8 beyond
     engine: str = "local"  # local | ray: where images are embedded (both write the same cache)
-    ray_address: str | None = None  # a Ray cluster (`ray://host:10001` or `auto`); None: a local Ray
+    ray_address: str | None = None  # a Ray cluster this machine is a node of (`auto`, `head:6379`); None: a local Ray
     ray_workers: int = 2  # embedding actors
     batch_size: int = 32
     seed: int = 0
@@ -163,6 +163,9 @@ class BuildConfig:
         _check(self.index in INDEX_KINDS, f"index must be {_either(INDEX_KINDS)}, not {self.index!r}.")
         _check(self.engine in ENGINES, f"engine must be {_either(ENGINES)}, not {self.engine!r}.")
         _check(self.ray_workers >= 1, "ray_workers must be at least 1.")
+        _check(not (self.ray_address or "").startswith("ray://"),
+               f"Ray Data cannot run over a Ray Client address ({self.ray_address}): run the build on a node of the "
+               "cluster with --ray-address auto (or HEAD:6379).")
 
 
 def build_config_from_record(record: dict, **changes) -> BuildConfig:
