@@ -156,7 +156,7 @@ class Matcher:
             result = self.search(self.art.clip.vector(exclude[0]), mode=mode, k=k, per_slot=per_slot,
                                  exclude=None if include_same else exclude)
             result.query_view = {"views": 1, "picked": 0, "note": f"the same photo as catalogue item {same_as}",
-                                 "same_as": same_as, "proposals": [], "proposal": None, "box": None}
+                                 "same_as": same_as, "proposals": [], "proposal": None, "box": None, "others": []}
             return result
         embedded = np.atleast_2d(self.encoder.encode_views(found.views) if embedded is None else embedded)
         nearest = self.nearest_of_views(embedded) if len(embedded) > 1 else None
