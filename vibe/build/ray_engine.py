@@ -3,6 +3,7 @@ cache does not hold yet; the driver saves every batch to the same content-hash c
 arrives, so local and Ray builds are interchangeable and a lost worker loses only the batches in flight."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -87,10 +88,14 @@ def _run(ray, encoder: Encoder, todo: dict[str, Path], store: EmbeddingStore, st
     if spec is not None:
         spec["onnx"] = ray.put(spec["onnx"])  # once into the object store, read by every actor (on any node)
     ds = ray.data.from_items([{"key": k, "path": str(todo[k])} for k in keys], override_num_blocks=max(1, len(keys) // batch_size))
-    ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"backbone": encoder.name, "fingerprint": encoder.fingerprint,
-                                                                 "precision": encoder.precision, "spec": spec},
-                        batch_size=batch_size, concurrency=workers, num_cpus=1, batch_format="numpy",
-                        max_restarts=2, max_task_retries=2)  # a worker that dies is restarted and its batch retried
+    with warnings.catch_warnings():
+        # Ray 2.60 (pinned) deprecates passing actor options through **ray_remote_args and names no parameter for
+        # these two yet; its own default restarts a dying actor without end, where two tries then one error are wanted
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"backbone": encoder.name, "fingerprint": encoder.fingerprint,
+                                                                     "precision": encoder.precision, "spec": spec},
+                            batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
+                            batch_format="numpy", max_restarts=2, max_task_retries=2)  # a dying worker: restarted, retried
     done = 0
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
