@@ -159,8 +159,7 @@ class Matcher:
                                  "same_as": same_as, "proposals": [], "proposal": None, "box": None, "others": []}
             return result
         embedded = np.atleast_2d(self.encoder.encode_views(found.views) if embedded is None else embedded)
-        nearest = self.nearest_of_views(embedded) if len(embedded) > 1 else None
-        picked = int(np.argmax(nearest[1])) if nearest is not None else 0
+        picked, nearest = self._pick(embedded)
         result = self.search(embedded[picked], mode=mode, k=k, exclude=exclude, per_slot=per_slot)
         result.query_view = {"views": len(found.views), "picked": picked, "note": found.note(picked),
                              "proposals": [{"box": found.in_photo(p.box), "score": round(p.score, 3)} for p in found.proposals],
@@ -190,10 +189,16 @@ class Matcher:
         """Of a query's views (the photo and its crops), the one whose best catalogue match is closest: the view that
         looks most like a catalogue photo of some item."""
         views = np.atleast_2d(views)
-        if len(views) == 1:
-            return views[0], 0
-        best = int(np.argmax(self.nearest_of_views(views)[1]))
+        best, _ = self._pick(views)
         return views[best], best
+
+    def _pick(self, views: np.ndarray) -> tuple[int, tuple[np.ndarray, np.ndarray] | None]:
+        """pick_view's rule: the view whose nearest catalogue photo is closest, and every view's nearest (None for a
+        single view, which needs no scan)."""
+        if len(views) == 1:
+            return 0, None
+        nearest = self.nearest_of_views(views)
+        return int(np.argmax(nearest[1])), nearest
 
     def nearest_of_views(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each view's nearest catalogue photo, any item: (rows, cosines), one pass for all the views."""
