@@ -24,18 +24,24 @@ def requires_shared(test):
     return pytest.mark.shared(skip(test))
 
 
+def product_cutout(index: int = 4):
+    """Sample photo number `index` (sorted by name) at 180 x 240, its product cut out (RGBA)."""
+    from PIL import Image
+
+    from vibe.locate.framing import cutout
+
+    return cutout(Image.open(sorted((SAMPLE / "images").iterdir())[index]).convert("RGB").resize((180, 240)))
+
+
 def two_products_on_noise():
     """Two catalogue products of a size pasted on noise (no plain backdrop to frame): both among the proposals a default
     search tries."""
     import numpy as np
     from PIL import Image
 
-    from vibe.locate.framing import cutout
-
-    photos = sorted((SAMPLE / "images").iterdir())
     busy = Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 500, 3), dtype=np.uint8))
     for index, at in ((4, (40, 80)), (9, (280, 100))):
-        product = cutout(Image.open(photos[index]).convert("RGB").resize((180, 240)))
+        product = product_cutout(index)
         busy.paste(product, at, product)
     return busy
 

@@ -5,20 +5,16 @@ import io
 
 import numpy as np
 import pytest
-from conftest import SAMPLE, two_products_on_noise
+from conftest import SAMPLE, product_cutout, two_products_on_noise
 from PIL import Image
 
 from vibe.eval.reshoot import CHANGES, reshoot
-from vibe.locate.framing import cutout, frame_product
-
-
-def _product() -> Image.Image:
-    return cutout(Image.open(sorted((SAMPLE / "images").iterdir())[4]).convert("RGB").resize((180, 240)))
+from vibe.locate.framing import frame_product
 
 
 @pytest.mark.parametrize("backdrop", [(255, 255, 255), (236, 226, 208), (128, 128, 128), (30, 40, 90), (200, 230, 200)])
 def test_framing_finds_the_product_on_a_plain_backdrop_of_any_colour(backdrop):
-    product = _product()
+    product = product_cutout()
     photo = Image.new("RGB", (640, 480), backdrop)
     x, y = 300, 120
     photo.paste(product, (x, y), product)
@@ -36,7 +32,7 @@ def test_framing_finds_the_product_on_a_plain_backdrop_of_any_colour(backdrop):
 def test_framing_leaves_busy_or_empty_photos_alone():
     rng = np.random.default_rng(0)
     busy = Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
-    product = _product()
+    product = product_cutout()
     busy.paste(product, (200, 100), product)
     out, found = frame_product(busy)
     assert not found.applied and "busy" in found.reason and out is busy
@@ -168,7 +164,7 @@ def test_an_upload_is_framed_or_searched_with_its_best_crop(built, tiny_encoder)
 
     art = load_artifacts(built[0])
     matcher = Matcher(art, tiny_encoder)  # the shipped detector and segmenter
-    product = _product()
+    product = product_cutout()
     tinted = Image.new("RGB", (500, 400), (200, 225, 205))  # a green sheet: a colour, not a white balance
     tinted.paste(product, (150, 80), product)
     res = matcher.find(_png(tinted), mode="same", k=3)
